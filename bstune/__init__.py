@@ -1,0 +1,71 @@
+"""bstune: batch size as a first-class search dimension for Optuna.
+
+The public API is what this module exports; everything else is private and may change. Names
+are imported on first use, so ``import bstune`` (and ``bstune --help``) does not load torch.
+
+Example:
+    >>> import bstune
+    >>> cfg = bstune.parse_study({"dataset": {"name": "digits"}, "model": {"name": "mlp"}})
+    >>> data = bstune.load_dataset(cfg.dataset)
+    >>> spec = bstune.RunSpec.from_study(cfg, data, bstune.Hyperparams(batch_size=64, lr=3e-3))
+    >>> result = bstune.train(spec)
+    >>> result.val_accuracy > 0.85
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("bstune")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0.0.0"
+
+if TYPE_CHECKING:
+    from bstune._config import ConfigError, StudyConfig, load_study, parse_study
+    from bstune._data import Dataset, Split, load_dataset
+    from bstune._engine import EpochStats, RunSpec, TrainResult, resolve_device, train
+    from bstune._idx import DataFileError, read_idx
+    from bstune._measure import LiveTensorMemory
+    from bstune._models import ModelError, build_model
+    from bstune._optim import Hyperparams, make_optimizer
+
+_EXPORTS = {
+    "ConfigError": "_config",
+    "StudyConfig": "_config",
+    "load_study": "_config",
+    "parse_study": "_config",
+    "Dataset": "_data",
+    "Split": "_data",
+    "load_dataset": "_data",
+    "EpochStats": "_engine",
+    "RunSpec": "_engine",
+    "TrainResult": "_engine",
+    "resolve_device": "_engine",
+    "train": "_engine",
+    "DataFileError": "_idx",
+    "read_idx": "_idx",
+    "LiveTensorMemory": "_measure",
+    "ModelError": "_models",
+    "build_model": "_models",
+    "Hyperparams": "_optim",
+    "make_optimizer": "_optim",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bstune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bstune.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,533 @@
+"""Study files: YAML parsed once into typed, validated, immutable config objects.
+
+Nothing past :func:`load_study` sees a raw dict. Every problem found in a file is reported at
+once, each naming the key, what was given and what is expected, as one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from math import log2
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "BatchSizeRange",
+    "BudgetConfig",
+    "ConfigError",
+    "DatasetConfig",
+    "FloatRange",
+    "LrRange",
+    "ModelConfig",
+    "OBJECTIVES",
+    "OPTIMIZERS",
+    "PrunerConfig",
+    "SamplerConfig",
+    "SearchSpaceConfig",
+    "StudyConfig",
+    "StudySection",
+    "TrainingConfig",
+    "load_study",
+    "parse_study",
+]
+
+OBJECTIVES = ("val_accuracy", "val_loss", "train_time", "peak_memory", "throughput")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+DATASETS = ("mnist", "fashion_mnist", "digits", "synthetic")
+BUILTIN_MODELS = ("mlp", "cnn")
+
+Objective = Literal["val_accuracy", "val_loss", "train_time", "peak_memory", "throughput"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]
+_PosInt = Annotated[int, Field(ge=1)]
+_NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class ConfigError(ValueError):
+    """A study file or a command-line value is invalid; the message is meant for the user."""
+
+
+class _Config(BaseModel):
+    # strict: "5" is not an integer and "yes" is not a boolean in a study file.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class StudySection(_Config):
+    """``study:`` — the study's name and where it is stored."""
+
+    name: str | None = None
+    storage: str | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_is_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", v):
+            raise ValueError(
+                f"expected a database URL such as sqlite:///study.db or "
+                f"postgresql://user@host/db, got {v!r}"
+            )
+        return v
+
+
+class DatasetConfig(_Config):
+    """``dataset:`` — which data, where its files are, and how it is split."""
+
+    name: Literal["mnist", "fashion_mnist", "digits", "synthetic"]
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = 0
+    data_dir: str | None = None
+    download: bool = True
+    normalize: bool = True
+    # synthetic only
+    n_train: _PosInt = 4000
+    n_test: _PosInt = 1000
+    shape: list[_PosInt] = Field(default_factory=lambda: [32], min_length=1, max_length=3)
+    n_classes: int = Field(10, ge=2)
+    noise: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _synthetic_keys_only_for_synthetic(self) -> DatasetConfig:
+        if self.name != "synthetic":
+            given = self.model_fields_set & {"n_train", "n_test", "shape", "n_classes", "noise"}
+            if given:
+                raise ValueError(
+                    f"{', '.join(sorted(given))} only apply to dataset 'synthetic', "
+                    f"not {self.name!r}"
+                )
+        return self
+
+
+class ModelConfig(_Config):
+    """``model:`` — a built-in model (``mlp``, ``cnn``) or a user's ``package.module:factory``."""
+
+    name: str
+    hidden: list[_PosInt] = Field(default_factory=lambda: [128])
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    channels: list[_PosInt] = Field(default_factory=lambda: [32, 64], min_length=1)
+    batch_norm: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v in BUILTIN_MODELS or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            return v
+        raise ValueError(
+            f"unknown model {v!r}{_did_you_mean(v, BUILTIN_MODELS)}; expected mlp, cnn or "
+            f"'package.module:factory'"
+        )
+
+
+class TrainingConfig(_Config):
+    """``training:`` — how every trial trains."""
+
+    epochs: _PosInt = 5
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = 0
+    drop_last: bool = False
+    eval_batch_size: _PosInt = 4096
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            return v
+        raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
+
+
+class FloatRange(_Config):
+    """A float search range; ``log`` samples uniformly in log space."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not be greater than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log: true")
+        return self
+
+
+class LogFloatRange(FloatRange):
+    log: bool = True
+
+
+class LrRange(LogFloatRange):
+    """The learning-rate range, optionally tied to batch size by a scaling rule.
+
+    Under ``linear`` or ``sqrt`` scaling the sampled value is the base rate at
+    ``reference_batch_size``; the rate that trains is base × B/B_ref or base × sqrt(B/B_ref).
+    """
+
+    scaling: Literal["none", "linear", "sqrt"] = "none"
+    reference_batch_size: _PosInt = 128
+
+
+class BatchSizeRange(_Config):
+    """The batch-size range: powers of two by default, every ``step`` with ``log: false``."""
+
+    low: _PosInt
+    high: _PosInt
+    log: bool = True
+    step: _PosInt | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> BatchSizeRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not be greater than high ({self.high})")
+        if self.powers_of_two:
+            bad = [v for v in (self.low, self.high) if v & (v - 1)]
+            if bad:
+                raise ValueError(
+                    f"{bad[0]} is not a power of two; batch sizes are powers of two unless "
+                    f"`step` or `log: false` is given"
+                )
+        return self
+
+    @property
+    def powers_of_two(self) -> bool:
+        return self.log and self.step is None
+
+    def choices(self) -> list[int]:
+        """Every batch size this range allows, in increasing order."""
+        if self.powers_of_two:
+            return [2**e for e in range(int(log2(self.low)), int(log2(self.high)) + 1)]
+        return list(range(self.low, self.high + 1, self.step or 1))
+
+
+def _single_value(v: Any) -> Any:
+    """A bare number pins a parameter: ``dropout: 0.1`` is the range [0.1, 0.1]."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return {"low": v, "high": v}
+    return v
+
+
+class SearchSpaceConfig(_Config):
+    """``search_space:`` — what each trial samples. Absent entries keep the training defaults."""
+
+    batch_size: BatchSizeRange = Field(default_factory=lambda: BatchSizeRange(low=16, high=1024))
+    lr: LrRange = Field(default_factory=lambda: LrRange(low=1e-4, high=1e-1))
+    optimizer: list[OptimizerName] = Field(default_factory=lambda: ["sgd", "adam"], min_length=1)
+    momentum: FloatRange | None = None
+    weight_decay: LogFloatRange | None = None
+    dropout: FloatRange | None = None
+    label_smoothing: FloatRange | None = None
+    warmup_epochs: FloatRange | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        for key in ("lr", "momentum", "weight_decay", "dropout", "label_smoothing", "warmup_epochs"):
+            if key in data:
+                data[key] = _single_value(data[key])
+        bs = data.get("batch_size")
+        if isinstance(bs, int) and not isinstance(bs, bool):
+            data["batch_size"] = {"low": bs, "high": bs, "log": False}
+        if isinstance(data.get("optimizer"), str):
+            data["optimizer"] = [data["optimizer"]]
+        return data
+
+    @field_validator("dropout", "label_smoothing", "momentum")
+    @classmethod
+    def _fraction(cls, v: FloatRange | None) -> FloatRange | None:
+        if v is not None and not (0.0 <= v.low and v.high < 1.0):
+            raise ValueError(f"expected values in [0, 1), got [{v.low}, {v.high}]")
+        return v
+
+    @field_validator("weight_decay", "warmup_epochs")
+    @classmethod
+    def _non_negative(cls, v: FloatRange | None) -> FloatRange | None:
+        if v is not None and v.low < 0:
+            raise ValueError(f"expected values >= 0, got low={v.low}")
+        return v
+
+
+# Pruners: one typed config each, with Optuna's argument names and defaults.
+
+
+class _NoPruner(_Config):
+    name: Literal["none"]
+
+
+class _MedianPruner(_Config):
+    name: Literal["median"]
+    n_startup_trials: _NonNegInt = 5
+    n_warmup_steps: _NonNegInt = 0
+    interval_steps: _PosInt = 1
+    n_min_trials: _PosInt = 1
+
+
+class _PercentilePruner(_MedianPruner):
+    name: Literal["percentile"]  # type: ignore[assignment]
+    percentile: float = Field(25.0, ge=0.0, le=100.0)
+
+
+class _SuccessiveHalvingPruner(_Config):
+    name: Literal["successive_halving"]
+    min_resource: _PosInt | Literal["auto"] = "auto"
+    reduction_factor: int = Field(4, ge=2)
+    min_early_stopping_rate: _NonNegInt = 0
+    bootstrap_count: _NonNegInt = 0
+
+
+class _HyperbandPruner(_Config):
+    name: Literal["hyperband"]
+    min_resource: _PosInt = 1
+    max_resource: _PosInt | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+    bootstrap_count: _NonNegInt = 0
+
+
+class _WilcoxonPruner(_Config):
+    name: Literal["wilcoxon"]
+    p_threshold: float = Field(0.1, ge=0.0, le=1.0)
+    n_startup_steps: _NonNegInt = 2
+
+
+class _PatientPruner(_Config):
+    name: Literal["patient"]
+    patience: _NonNegInt = 1
+    min_delta: float = Field(0.0, ge=0.0)
+    wrapped: PrunerConfig | None = None
+
+
+PrunerConfig = Annotated[
+    _NoPruner
+    | _MedianPruner
+    | _PercentilePruner
+    | _SuccessiveHalvingPruner
+    | _HyperbandPruner
+    | _WilcoxonPruner
+    | _PatientPruner,
+    Field(discriminator="name"),
+]
+_PatientPruner.model_rebuild()
+
+
+class SamplerConfig(_Config):
+    """``sampler:`` — an Optuna sampler by name, with its most used arguments."""
+
+    name: Literal["tpe", "nsga2", "random", "gp", "cmaes", "qmc"] = "tpe"
+    seed: int | None = None
+    n_startup_trials: _NonNegInt | None = None
+    multivariate: bool | None = None
+    constant_liar: bool | None = None
+    population_size: int | None = Field(None, ge=2)
+
+
+class BudgetConfig(_Config):
+    """``budget:`` — when a study stops: a number of trials and/or seconds."""
+
+    n_trials: _PosInt | None = 20
+    timeout: float | None = Field(None, gt=0.0)
+
+
+class StudyConfig(_Config):
+    """One study file, fully validated. Every section but ``dataset`` and ``model`` defaults."""
+
+    study: StudySection = Field(default_factory=StudySection)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: ["val_accuracy", "train_time", "peak_memory"], min_length=1
+    )
+    dataset: DatasetConfig
+    model: ModelConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    search_space: SearchSpaceConfig = Field(default_factory=SearchSpaceConfig)
+    pruner: PrunerConfig = Field(default_factory=lambda: _MedianPruner(name="median"))
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    source: str | None = Field(None, exclude=True)
+    """The file this config was read from, if any (not a study-file key)."""
+
+    @field_validator("objectives")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dupes = sorted({o for o in v if v.count(o) > 1})
+        if dupes:
+            raise ValueError(f"each objective may appear once, {', '.join(dupes)} repeats")
+        return v
+
+    def with_training(self, **changes: Any) -> StudyConfig:
+        """A copy with ``training`` keys replaced (command-line overrides), validated."""
+        try:
+            training = TrainingConfig.model_validate({**self.training.model_dump(), **changes})
+        except ValidationError as e:
+            msgs = (_describe({**err, "loc": ("training", *err["loc"])}) for err in e.errors())
+            raise ConfigError("command line: " + "; ".join(msgs)) from None
+        return self.model_copy(update={"training": training})
+
+    @property
+    def study_name(self) -> str:
+        if self.study.name:
+            return self.study.name
+        return Path(self.source).stem if self.source else "bstune"
+
+    @property
+    def storage_url(self) -> str:
+        """The study's storage: as given, or ``<file stem>.db`` beside the study file."""
+        if self.study.storage:
+            return self.study.storage
+        stem = Path(self.source) if self.source else Path("bstune.yaml")
+        return f"sqlite:///{stem.resolve().with_suffix('.db')}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` as a string; a study file means a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or breaks the schema; the message names
+            the file, each bad key, what was given and what is expected.
+
+    Example:
+        >>> cfg = load_study("studies/digits.yaml")  # doctest: +SKIP
+        >>> cfg.dataset.name
+        'digits'
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such study file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the study file ({e.__class__.__name__})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_study(data, source=str(path))
+
+
+def parse_study(data: Any, source: str | None = None) -> StudyConfig:
+    """Validate an already parsed study mapping (e.g. ``yaml.safe_load`` output)."""
+    where = source or "<study>"
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{where}: expected a mapping with sections study, dataset, model, training, ..., "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return StudyConfig.model_validate({**data, "source": source})
+    except ValidationError as e:
+        raise ConfigError(f"{where}: " + "; ".join(_describe(err) for err in e.errors())) from None
+
+
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "model_type": "expected a mapping of keys",
+    "dict_type": "expected a mapping of keys",
+    "model_attributes_type": "expected a mapping of keys",
+    "missing": "required key is missing",
+}
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    raw = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    # Pydantic puts a tagged union's tag in the path (pruner.median.x); the user never wrote it.
+    loc = [p for i, p in enumerate(raw) if not (i and raw[i - 1] in _UNIONS)]
+    kind, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
+    key = ".".join(loc) or "(top level)"
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key{_did_you_mean(raw[-1], _fields_at(raw[:-1]))}"
+    if kind in ("literal_error", "union_tag_invalid"):
+        choices = _choices(ctx.get("expected") or ctx.get("expected_tags") or "")
+        value = given if kind == "literal_error" else ctx.get("tag")
+        return (
+            f"{key}: unknown value {value!r}{_did_you_mean(str(value), choices)}; "
+            f"expected one of {', '.join(choices)}"
+        )
+    if kind == "union_tag_not_found":
+        return f"{key}: expected a mapping with a name"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "value_error":
+        return f"{key}: {ctx.get('error', err['msg'])}"
+    if kind in _EXPECTED:
+        msg = _EXPECTED[kind]
+    elif kind in _BOUNDS:
+        msg = f"expected a value {_BOUNDS[kind]} {next(iter(ctx.values()))}"
+    elif kind in ("too_short", "too_long"):
+        msg = f"expected a list of {ctx.get('min_length', 1)} to {ctx.get('max_length', '…')} items"
+    else:
+        msg = err["msg"]
+    return f"{key}: {msg}, got {given!r}"
+
+
+_UNIONS = {"pruner", "wrapped"}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+           "less_than": "<"}  # fmt: skip
+
+
+def _fields_at(path: list[str]) -> list[str]:
+    """The keys a user may write at ``path`` (for did-you-mean on unknown keys)."""
+    model: Any = StudyConfig
+    for part in path:
+        if isinstance(model, dict):  # inside a tagged union: this part is the tag
+            model = model.get(part)
+        elif part in model.model_fields:
+            members = _models_in(model.model_fields[part].annotation)
+            if len(members) > 1:
+                model = {m.model_fields["name"].annotation.__args__[0]: m for m in members}
+            else:
+                model = members[0] if members else None
+        else:
+            model = None
+        if model is None:
+            return []
+    return [] if isinstance(model, dict) else [f for f in model.model_fields if f != "source"]
+
+
+def _models_in(annotation: Any) -> list[Any]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in getattr(annotation, "__args__", ()) for m in _models_in(a)]
+
+
+def _choices(expected: str) -> list[str]:
+    return re.findall(r"'([^']*)'", expected)
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,149 @@
+"""Datasets as tensors: load, split (seeded, stratified), normalise, move to a device once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bstune._config import DatasetConfig
+from bstune._idx import IDX_SETS, DataFileError, find_or_fetch, read_idx
+
+__all__ = ["DataFileError", "Dataset", "Split", "load_dataset", "stratified_split"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs ``x`` (float32, ``[N, *input_shape]``) and integer class labels ``y`` (``[N]``)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+
+    @property
+    def nbytes(self) -> int:
+        return self.x.nbytes + self.y.nbytes
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification data set: train (for fitting), val (for tuning), test (held out)."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def to(self, device: torch.device) -> Dataset:
+        return Dataset(
+            self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+            self.num_classes,
+        )  # fmt: skip
+
+
+def load_dataset(cfg: DatasetConfig) -> Dataset:
+    """Load ``cfg``'s data on the CPU: official train split → train/val, official test → test.
+
+    The validation split is stratified and seeded by ``cfg.seed`` only, so every trial of a study
+    validates on the same examples whatever its training seed.
+
+    Raises:
+        DataFileError: the files cannot be found, fetched or verified.
+    """
+    if cfg.name in IDX_SETS:
+        x_train, y_train, x_test, y_test = _load_idx(cfg)
+        num_classes = 10
+    elif cfg.name == "digits":
+        x_train, y_train, x_test, y_test = _load_digits()
+        num_classes = 10
+    else:
+        x_train, y_train, x_test, y_test = _make_synthetic(cfg)
+        num_classes = cfg.n_classes
+    train_idx, val_idx = stratified_split(y_train, cfg.val_fraction, cfg.seed)
+    x_fit = x_train[train_idx]
+    if cfg.normalize:
+        mean, std = float(x_fit.mean()), float(x_fit.std()) or 1.0
+    else:
+        mean, std = 0.0, 1.0
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        xt.sub_(mean).div_(std)
+        return Split(xt, torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+
+    return Dataset(
+        cfg.name,
+        split(x_fit, y_train[train_idx]),
+        split(x_train[val_idx], y_train[val_idx]),
+        split(x_test, y_test),
+        num_classes,
+    )
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out): ``fraction`` of every class held out, chosen by ``seed``."""
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for cls in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == cls))
+        held.append(members[: max(1, round(fraction * len(members)))])
+    out = np.sort(np.concatenate(held))
+    mask = np.ones(len(y), dtype=bool)
+    mask[out] = False
+    if not mask.any():
+        raise DataFileError(f"val_fraction {fraction} leaves no training examples")
+    return np.flatnonzero(mask), out
+
+
+def _load_idx(cfg: DatasetConfig) -> tuple[np.ndarray, ...]:
+    idx_set = IDX_SETS[cfg.name]
+    paths = find_or_fetch(idx_set, cfg.data_dir, download=cfg.download)
+    arrays = [read_idx(p, f.raw_md5) for p, f in zip(paths, idx_set.files, strict=True)]
+    for images, labels, path in ((arrays[0], arrays[1], paths[0]), (arrays[2], arrays[3], paths[2])):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataFileError(
+                f"{path}: images {images.shape} do not match labels {labels.shape}"
+            )
+    x_train, y_train, x_test, y_test = arrays
+    # [N, 28, 28] uint8 → [N, 1, 28, 28] in [0, 1], as torchvision's ToTensor gives.
+    scale = np.float32(1 / 255)
+    return x_train[:, None] * scale, y_train, x_test[:, None] * scale, y_test
+
+
+def _load_digits() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.images[:, None] / 16.0  # [1797, 1, 8, 8]
+    y = bunch.target
+    # digits has no official test split: a fixed stratified 20% stands in for one.
+    train_idx, test_idx = stratified_split(y, 0.2, seed=12345)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def _make_synthetic(cfg: DatasetConfig) -> tuple[np.ndarray, ...]:
+    """Gaussian class clusters: centres ~ N(0, I), samples = centre + ``noise`` × N(0, I)."""
+    rng = np.random.default_rng(cfg.seed)
+    dim = int(np.prod(cfg.shape))
+    centres = rng.standard_normal((cfg.n_classes, dim))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n) % cfg.n_classes
+        rng.shuffle(y)
+        x = centres[y] + cfg.noise * rng.standard_normal((n, dim))
+        return x.reshape(n, *cfg.shape), y
+
+    x_train, y_train = draw(cfg.n_train)
+    x_test, y_test = draw(cfg.n_test)
+    return x_train, y_train, x_test, y_test

@@ -1,0 +1,99 @@
+"""Measuring a run honestly: wall time that waits for the device, and peak memory.
+
+Peak memory has two sources, named in every result as ``memory_method``:
+
+* ``cuda_max_allocated`` — on CUDA, ``torch.cuda.max_memory_allocated`` over the training steps
+  (reset before each epoch): every byte the caching allocator handed out, including the data set
+  that lives on the device.
+* ``live_tensors`` — elsewhere (CPU, MPS), where no allocator keeps a peak: the model's
+  parameters, buffers and optimizer state, plus the peak bytes held by tensor storages that one
+  full training step creates (the batch, activations saved for backward, gradients, temporaries),
+  tracked from creation to release by a ``TorchDispatchMode``. Deterministic for a given model,
+  batch size and optimizer; it excludes the data set and allocator or framework overhead, so it
+  is what the step needs, not the process's resident size.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+__all__ = ["LiveTensorMemory", "Stopwatch", "tensor_bytes"]
+
+MB = 1024 * 1024
+
+
+class Stopwatch:
+    """Wall time that synchronizes ``device`` first, so queued GPU work is counted."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._cuda = device.type == "cuda"
+        self._device = device
+
+    def now(self) -> float:
+        if self._cuda:
+            torch.cuda.synchronize(self._device)
+        return time.perf_counter()
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors``."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
+class LiveTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storages created while active, on top of ``baseline`` bytes.
+
+    A storage counts from the op that creates it until it is freed. Outputs that share storage
+    with an input (views, in-place ops) are not new memory and are not counted.
+
+    Example:
+        >>> with LiveTensorMemory() as mem:
+        ...     a = torch.ones(1024)          # 4 KiB
+        ...     b = a * 2                     # 4 KiB more
+        ...     del a, b
+        >>> mem.peak
+        8192
+    """
+
+    def __init__(self, baseline: int = 0) -> None:
+        super().__init__()
+        self.current = baseline
+        self.peak = baseline
+        self._refs: dict[int, tuple[weakref.ref[Any], int]] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        }
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                st = t.untyped_storage()
+                ptr = st.data_ptr()
+                if ptr not in inputs and ptr not in self._refs and st.nbytes():
+                    self._track(st, ptr)
+        return out
+
+    def _track(self, st: torch.UntypedStorage, ptr: int) -> None:
+        size = st.nbytes()
+
+        def released(_: object, ptr: int = ptr, size: int = size) -> None:
+            if self._refs.pop(ptr, None) is not None:
+                self.current -= size
+
+        self._refs[ptr] = (weakref.ref(st, released), size)
+        self.current += size
+        self.peak = max(self.peak, self.current)

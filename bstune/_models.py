@@ -1,0 +1,106 @@
+"""Models: the built-in ``mlp`` and ``cnn``, and users' own factories by import path.
+
+A user's factory is named ``"package.module:factory"`` in the study file and called as::
+
+    factory(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> nn.Module
+
+``input_shape`` excludes the batch dimension (``(1, 28, 28)`` for MNIST); ``params`` holds the
+study file's ``model.options`` and the trial's ``dropout``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from bstune._config import ModelConfig
+
+__all__ = ["ModelError", "ModelFactory", "build_model", "cnn", "mlp"]
+
+ModelFactory = Callable[[tuple[int, ...], int, Mapping[str, Any]], nn.Module]
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built from its config; the message is for the user."""
+
+
+def mlp(
+    input_shape: tuple[int, ...], num_classes: int, hidden: list[int], dropout: float = 0.0
+) -> nn.Sequential:
+    """Flatten → (Linear → ReLU → Dropout) per hidden size → Linear."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    channels: list[int],
+    hidden: list[int],
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
+    """Per channel count: 3×3 conv (→ BatchNorm) → ReLU → 2×2 max-pool; then an MLP head."""
+    if len(input_shape) != 3:
+        raise ModelError(f"cnn needs image input (channels, height, width), got {input_shape}")
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    for out in channels:
+        layers.append(nn.Conv2d(c, out, 3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(nn.ReLU(inplace=True))
+        if min(h, w) >= 2:
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        c = out
+    head = mlp((c, h, w), num_classes, hidden, dropout)
+    return nn.Sequential(*layers, *head)
+
+
+def build_model(
+    cfg: ModelConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: float | None = None,
+) -> nn.Module:
+    """Build ``cfg``'s model; ``dropout`` (a trial's value) overrides ``cfg.dropout``.
+
+    Raises:
+        ModelError: a factory cannot be imported, or does not return an ``nn.Module``.
+    """
+    p = cfg.dropout if dropout is None else dropout
+    if cfg.name == "mlp":
+        return mlp(input_shape, num_classes, cfg.hidden, p)
+    if cfg.name == "cnn":
+        return cnn(input_shape, num_classes, cfg.channels, cfg.hidden, p, cfg.batch_norm)
+    factory = _import_factory(cfg.name)
+    model = factory(input_shape, num_classes, {**cfg.options, "dropout": p})
+    if not isinstance(model, nn.Module):
+        raise ModelError(
+            f"model factory {cfg.name!r} returned {type(model).__name__}, expected a torch.nn.Module"
+        )
+    return model
+
+
+def _import_factory(path: str) -> ModelFactory:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ModelError(f"model factory {path!r}: cannot import {module_name!r} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelError(f"model factory {path!r}: {module_name!r} has no callable {attr!r}")
+    return factory  # type: ignore[no-any-return]
