@@ -15,17 +15,54 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from bstune._config import ModelConfig
 
-__all__ = ["ModelError", "ModelFactory", "build_model", "cnn", "mlp"]
+__all__ = ["ModelError", "ModelFactory", "ReLUDropout", "build_model", "cnn", "mlp"]
 
 ModelFactory = Callable[[tuple[int, ...], int, Mapping[str, Any]], nn.Module]
 
 
 class ModelError(RuntimeError):
     """A model cannot be built from its config; the message is for the user."""
+
+
+class ReLUDropout(nn.Module):
+    """ReLU then inverted dropout, as one masked multiply (and one in backward).
+
+    On CUDA this is ``F.dropout(F.relu(x))``. On other devices PyTorch's dropout draws its mask
+    with ``bernoulli_``, one generator call per element — at batch 4096 that cost more than a
+    third of an MLP's step here. This draws 64 random bits per four elements instead and keeps
+    an element when its 15 bits fall below ``round((1 - p) * 2**15)``: the keep probability is
+    rounded to a multiple of 2**-15 (0.8 stays 0.8 to within 3e-5), and the survivors are scaled
+    by the inverse of that rounded probability, so the expected activation is exactly unchanged.
+    The random stream is torch's global generator: ``torch.manual_seed`` reproduces it.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+        self._keep_below = round((1.0 - p) * 32768)
+        self._scale = 32768 / self._keep_below
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return F.relu(x)
+        if x.is_cuda:
+            return F.dropout(F.relu(x), self.p, training=True)
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        lanes = bits.view(torch.int16)[:n].view(x.shape).bitwise_and_(0x7FFF)
+        mask = (lanes < self._keep_below).logical_and_(x > 0).to(x.dtype).mul_(self._scale)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def mlp(
@@ -35,9 +72,7 @@ def mlp(
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+        layers += [nn.Linear(width, h), ReLUDropout(dropout) if dropout else nn.ReLU(inplace=True)]
         width = h
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -1,0 +1,190 @@
+"""Training throughput: bstune's engine vs the loop of Optuna's official PyTorch example.
+
+The baseline is the loop of Optuna's ``examples/pytorch/pytorch_simple.py``: torchvision's
+``FashionMNIST`` (a per-sample Dataset that builds a PIL image of each example and converts it
+as ``transforms.ToTensor`` does), a shuffling ``DataLoader``, and the MLP 784-128-10 with
+dropout 0.2, log-softmax and NLL loss, trained with Adam. torchvision has no CPU build here, so
+its two pieces are reproduced below line for line; everything else is stock PyTorch.
+
+bstune trains the same MLP (cross-entropy on logits: the same arithmetic) with its own engine.
+Both train on the same 54,000-example training split; epochs are timed whole (shuffle, batch
+building, forward, backward, optimizer step). bstune's figure is the median of epochs 2..N of one
+run (epoch 1 warms up); the baseline's is one epoch after a short warm-up.
+
+The floor: the FLOPs a training step must do — forward, weight gradients, and input gradients
+only where a layer's input needs them (the first layer's does not) — over the GEMM rate measured
+here on a large square matrix multiply (the machine's best case, so the floor is strict).
+
+    python bench/bench_engine.py                       # CPU, fp32
+    python bench/bench_engine.py --device cuda --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+import bstune
+from bstune._config import DatasetConfig, ModelConfig
+from bstune._idx import IDX_SETS, find_or_fetch, read_idx
+
+HIDDEN, CLASSES, PIXELS = 128, 10, 784
+
+
+class FashionMNISTLikeTorchvision(TorchDataset[tuple[torch.Tensor, int]]):
+    """torchvision.datasets.FashionMNIST.__getitem__ with transforms.ToTensor(), per sample."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        self.data, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img, target = self.data[index], int(self.targets[index])
+        pic = Image.fromarray(img.numpy())  # mode "L"
+        # torchvision.transforms.functional.to_tensor for a PIL image:
+        t = torch.from_numpy(np.array(pic, np.uint8, copy=True))
+        t = t.view(pic.size[1], pic.size[0], 1).permute((2, 0, 1)).contiguous()
+        return t.to(dtype=torch.get_default_dtype()).div(255), target
+
+
+def optuna_example_model() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(PIXELS, HIDDEN), nn.ReLU(), nn.Dropout(0.2), nn.Linear(HIDDEN, CLASSES),
+        nn.LogSoftmax(dim=1),
+    )  # fmt: skip
+
+
+def example_epoch(ds: TorchDataset, batch: int, device: torch.device, warmup: int = 5) -> float:
+    """Samples/s of one epoch of the Optuna example's loop."""
+    torch.manual_seed(0)
+    model = optuna_example_model().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(ds, batch_size=batch, shuffle=True)
+
+    def run(limit: int | None) -> int:
+        seen = 0
+        model.train()
+        for i, (data, target) in enumerate(loader):
+            if limit is not None and i >= limit:
+                break
+            data, target = data.view(data.size(0), -1).to(device), target.to(device)
+            opt.zero_grad()
+            loss = F.nll_loss(model(data), target)
+            loss.backward()
+            opt.step()
+            seen += len(target)
+        return seen
+
+    run(warmup)
+    _sync(device)
+    start = time.perf_counter()
+    seen = run(None)
+    _sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def bstune_epochs(data: bstune.Dataset, batch: int, device: str, precision: str, epochs: int) -> float:
+    """Samples/s of bstune's engine: median over epochs 2..N of one run."""
+    spec = bstune.RunSpec(
+        data, ModelConfig(name="mlp", hidden=[HIDDEN], dropout=0.2),
+        bstune.Hyperparams(batch_size=batch, lr=1e-3, optimizer="adam"),
+        epochs=epochs, device=device, precision=precision, evaluate_test=False,
+    )  # fmt: skip
+    result = bstune.train(spec)
+    return statistics.median(e.samples / e.train_time_s for e in result.epochs[1:])
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best FLOP/s of an n×n×n matrix multiply."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def step_flops_per_sample() -> int:
+    fwd = 2 * (PIXELS * HIDDEN + HIDDEN * CLASSES)
+    weight_grads = fwd
+    input_grads = 2 * HIDDEN * CLASSES  # layer 2 only: the first layer's input needs none
+    return fwd + weight_grads + input_grads
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--batch-sizes", default="32,128,1024,4096")
+    ap.add_argument("--epochs", type=int, default=4, help="bstune epochs per batch size")
+    ap.add_argument("--skip-example", action="store_true")
+    args = ap.parse_args()
+    device = bstune.resolve_device(args.device)
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+
+    data = bstune.load_dataset(DatasetConfig(name="fashion_mnist"))
+    # The example's dataset: the same training split, as torchvision holds it (uint8 tensors).
+    idx_set = IDX_SETS["fashion_mnist"]
+    paths = find_or_fetch(idx_set)
+    images = torch.from_numpy(read_idx(paths[0], idx_set.files[0].raw_md5).copy())
+    labels = torch.from_numpy(read_idx(paths[1], idx_set.files[1].raw_md5).astype(np.int64))
+    from bstune._data import stratified_split
+
+    keep, _ = stratified_split(labels.numpy(), 0.1, 0)
+    example_ds = FashionMNISTLikeTorchvision(images[keep], labels[keep])
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    rate = gemm_rate(device, dtype)
+    flops = step_flops_per_sample()
+    floor = rate / flops
+    cpu = _cpu_name()
+    print(f"machine: {cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
+          f"device {device}; precision {args.precision}")  # fmt: skip
+    print(f"GEMM rate (2048^3, {args.precision}): {rate / 1e9:.1f} GFLOP/s; "
+          f"{flops:,} FLOPs per sample per step; floor {floor:,.0f} samples/s\n")  # fmt: skip
+    print("| batch | Optuna example (samples/s) | bstune (samples/s) | speed-up | % of floor |")
+    print("|---:|---:|---:|---:|---:|")
+    for b in sizes:
+        ours = bstune_epochs(data, b, str(device), args.precision, args.epochs)
+        if args.skip_example:
+            theirs_s, ratio = "-", "-"
+        else:
+            theirs = example_epoch(example_ds, b, device)
+            theirs_s, ratio = f"{theirs:,.0f}", f"{ours / theirs:.1f}×"
+        print(f"| {b} | {theirs_s} | {ours:,.0f} | {ratio} | {100 * ours / floor:.0f}% |", flush=True)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()
