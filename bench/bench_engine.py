@@ -95,7 +95,9 @@ def example_epoch(ds: TorchDataset, batch: int, device: torch.device, warmup: in
     return seen / (time.perf_counter() - start)
 
 
-def bstune_epochs(data: bstune.Dataset, batch: int, device: str, precision: str, epochs: int) -> float:
+def bstune_epochs(
+    data: bstune.Dataset, batch: int, device: str, precision: str, epochs: int
+) -> float:
     """Samples/s of bstune's engine: median over epochs 2..N of one run."""
     spec = bstune.RunSpec(
         data, ModelConfig(name="mlp", hidden=[HIDDEN], dropout=0.2),
@@ -172,7 +174,9 @@ def main() -> None:
         else:
             theirs = example_epoch(example_ds, b, device)
             theirs_s, ratio = f"{theirs:,.0f}", f"{ours / theirs:.1f}×"
-        print(f"| {b} | {theirs_s} | {ours:,.0f} | {ratio} | {100 * ours / floor:.0f}% |", flush=True)
+        print(
+            f"| {b} | {theirs_s} | {ours:,.0f} | {ratio} | {100 * ours / floor:.0f}% |", flush=True
+        )
 
 
 def _cpu_name() -> str:

@@ -55,7 +55,28 @@ _EXPORTS = {
     "make_optimizer": "_optim",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "ConfigError",
+    "DataFileError",
+    "Dataset",
+    "EpochStats",
+    "Hyperparams",
+    "LiveTensorMemory",
+    "ModelError",
+    "RunSpec",
+    "Split",
+    "StudyConfig",
+    "TrainResult",
+    "__version__",
+    "build_model",
+    "load_dataset",
+    "load_study",
+    "make_optimizer",
+    "parse_study",
+    "read_idx",
+    "resolve_device",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

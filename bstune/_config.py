@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
+    "OBJECTIVES",
+    "OPTIMIZERS",
     "BatchSizeRange",
     "BudgetConfig",
     "ConfigError",
@@ -24,8 +33,6 @@ __all__ = [
     "FloatRange",
     "LrRange",
     "ModelConfig",
-    "OBJECTIVES",
-    "OPTIMIZERS",
     "PrunerConfig",
     "SamplerConfig",
     "SearchSpaceConfig",
@@ -44,6 +51,16 @@ BUILTIN_MODELS = ("mlp", "cnn")
 Objective = Literal["val_accuracy", "val_loss", "train_time", "peak_memory", "throughput"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]
 _PosInt = Annotated[int, Field(ge=1)]
+
+
+def _opts(*names: OptimizerName) -> list[OptimizerName]:
+    return list(names)
+
+
+def _objs(*names: Objective) -> list[Objective]:
+    return list(names)
+
+
 _NonNegInt = Annotated[int, Field(ge=0)]
 
 
@@ -221,7 +238,9 @@ class SearchSpaceConfig(_Config):
 
     batch_size: BatchSizeRange = Field(default_factory=lambda: BatchSizeRange(low=16, high=1024))
     lr: LrRange = Field(default_factory=lambda: LrRange(low=1e-4, high=1e-1))
-    optimizer: list[OptimizerName] = Field(default_factory=lambda: ["sgd", "adam"], min_length=1)
+    optimizer: list[OptimizerName] = Field(
+        default_factory=lambda: _opts("sgd", "adam"), min_length=1
+    )
     momentum: FloatRange | None = None
     weight_decay: LogFloatRange | None = None
     dropout: FloatRange | None = None
@@ -234,7 +253,14 @@ class SearchSpaceConfig(_Config):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
-        for key in ("lr", "momentum", "weight_decay", "dropout", "label_smoothing", "warmup_epochs"):
+        for key in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "dropout",
+            "label_smoothing",
+            "warmup_epochs",
+        ):
             if key in data:
                 data[key] = _single_value(data[key])
         bs = data.get("batch_size")
@@ -247,7 +273,7 @@ class SearchSpaceConfig(_Config):
     @field_validator("dropout", "label_smoothing", "momentum")
     @classmethod
     def _fraction(cls, v: FloatRange | None) -> FloatRange | None:
-        if v is not None and not (0.0 <= v.low and v.high < 1.0):
+        if v is not None and not (v.low >= 0.0 and v.high < 1.0):
             raise ValueError(f"expected values in [0, 1), got [{v.low}, {v.high}]")
         return v
 
@@ -344,7 +370,7 @@ class StudyConfig(_Config):
 
     study: StudySection = Field(default_factory=StudySection)
     objectives: list[Objective] = Field(
-        default_factory=lambda: ["val_accuracy", "train_time", "peak_memory"], min_length=1
+        default_factory=lambda: _objs("val_accuracy", "train_time", "peak_memory"), min_length=1
     )
     dataset: DatasetConfig
     model: ModelConfig
@@ -410,9 +436,11 @@ def load_study(path: str | Path) -> StudyConfig:
             the file, each bad key, what was given and what is expected.
 
     Example:
-        >>> cfg = load_study("studies/digits.yaml")  # doctest: +SKIP
-        >>> cfg.dataset.name
-        'digits'
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "quick.yaml"
+        >>> _ = path.write_text("dataset: {name: digits}\\nmodel: {name: mlp}\\n")
+        >>> load_study(path).training.epochs
+        5
     """
     path = Path(path)
     try:
@@ -488,7 +516,9 @@ def _describe(err: Mapping[str, Any]) -> str:
     elif kind in _BOUNDS:
         msg = f"expected a value {_BOUNDS[kind]} {next(iter(ctx.values()))}"
     elif kind in ("too_short", "too_long"):
-        msg = f"expected a list of {ctx.get('min_length', 1)} to {ctx.get('max_length', '…')} items"
+        msg = (
+            f"expected a list of {ctx.get('min_length', 1)} to {ctx.get('max_length', '…')} items"
+        )
     else:
         msg = err["msg"]
     return f"{key}: {msg}, got {given!r}"

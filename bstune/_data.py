@@ -110,7 +110,10 @@ def _load_idx(cfg: DatasetConfig) -> tuple[np.ndarray, ...]:
     idx_set = IDX_SETS[cfg.name]
     paths = find_or_fetch(idx_set, cfg.data_dir, download=cfg.download)
     arrays = [read_idx(p, f.raw_md5) for p, f in zip(paths, idx_set.files, strict=True)]
-    for images, labels, path in ((arrays[0], arrays[1], paths[0]), (arrays[2], arrays[3], paths[2])):
+    for images, labels, path in (
+        (arrays[0], arrays[1], paths[0]),
+        (arrays[2], arrays[3], paths[2]),
+    ):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataFileError(
                 f"{path}: images {images.shape} do not match labels {labels.shape}"

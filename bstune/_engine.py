@@ -115,7 +115,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise ConfigError(f"device {name!r} requested but this machine has {count} CUDA devices")
+            raise ConfigError(
+                f"device {name!r} requested but this machine has {count} CUDA devices"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r} requested but MPS is not available here")
     return device
@@ -187,10 +189,12 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
                 peak_bytes = tracker.peak
             loss_sum += loss * idx.numel()
             global_step += 1
-            if (i + 1) % _CHECK_EVERY == 0 or i + 1 == steps_per_epoch:
-                if not torch.isfinite(loss_sum):
-                    diverged = f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {i + 1}"
-                    break
+            checkpoint = (i + 1) % _CHECK_EVERY == 0 or i + 1 == steps_per_epoch
+            if checkpoint and not torch.isfinite(loss_sum):
+                diverged = (
+                    f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {i + 1}"
+                )
+                break
         train_time = clock.now() - start
         if device.type == "cuda":
             peak_bytes = max(peak_bytes, torch.cuda.max_memory_allocated(device))
@@ -267,11 +271,15 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp32":
         return None
     if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"precision fp16 needs a CUDA device, got {device.type}; use bf16 or fp32")
+        raise ConfigError(
+            f"precision fp16 needs a CUDA device, got {device.type}; use bf16 or fp32"
+        )
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+def _autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataFileError", "IdxSet", "IDX_SETS", "find_or_fetch", "read_idx", "search_dirs"]
+__all__ = ["IDX_SETS", "DataFileError", "IdxSet", "find_or_fetch", "read_idx", "search_dirs"]
 
 
 class DataFileError(RuntimeError):
@@ -72,7 +72,14 @@ IDX_SETS = {
     ),
 }  # fmt: skip
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, str] = {
+    0x08: "u1",
+    0x09: "i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 def search_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
@@ -149,7 +156,7 @@ def _download(f: IdxFile, mirrors: Sequence[str], cache: Path) -> Path:
         except (urllib.error.URLError, OSError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
-        got = hashlib.md5(payload).hexdigest()  # noqa: S324 - a checksum, not security
+        got = hashlib.md5(payload).hexdigest()
         if got != f.gz_md5:
             errors.append(f"{url}: checksum mismatch (md5 {got}, expected {f.gz_md5})")
             continue
@@ -188,7 +195,7 @@ def _read_idx_cached(path: str, size: int, mtime_ns: int, expected_md5: str | No
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise DataFileError(f"{path}: cannot read ({e})") from None
     if expected_md5 is not None:
-        got = hashlib.md5(raw).hexdigest()  # noqa: S324
+        got = hashlib.md5(raw).hexdigest()
         if got != expected_md5:
             raise DataFileError(
                 f"{path}: checksum mismatch (md5 of its content {got}, expected {expected_md5}); "
@@ -215,4 +222,8 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
             f"{source}: IDX header says shape {dims} ({expected} bytes) but the file has "
             f"{len(raw)} bytes"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header)
+        .reshape(dims)
+        .astype(dtype.newbyteorder("="))
+    )

@@ -124,7 +124,8 @@ def build_model(
     model = factory(input_shape, num_classes, {**cfg.options, "dropout": p})
     if not isinstance(model, nn.Module):
         raise ModelError(
-            f"model factory {cfg.name!r} returned {type(model).__name__}, expected a torch.nn.Module"
+            f"model factory {cfg.name!r} returned {type(model).__name__}, "
+            "expected a torch.nn.Module"
         )
     return model
 

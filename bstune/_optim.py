@@ -39,7 +39,9 @@ class Hyperparams:
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            problems.append(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         for name in ("momentum", "beta1", "beta2", "label_smoothing"):
             if not 0.0 <= (getattr(self, name) or 0.0) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -60,7 +62,14 @@ class Hyperparams:
             pinned["batch_size"] = space.batch_size.low
         if len(space.optimizer) == 1:
             pinned["optimizer"] = space.optimizer[0]
-        for name in ("lr", "momentum", "weight_decay", "dropout", "label_smoothing", "warmup_epochs"):
+        for name in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "dropout",
+            "label_smoothing",
+            "warmup_epochs",
+        ):
             rng = getattr(space, name)
             if rng is not None and rng.low == rng.high:
                 pinned[name] = rng.low
@@ -85,9 +94,8 @@ class Hyperparams:
                 else:
                     changes[name] = None if text.lower() == "none" else float(text)
             except ValueError:
-                raise ConfigError(
-                    f"parameter {name}={text!r}: expected {'an integer' if kind == 'int' else 'a number'}"
-                ) from None
+                expected = "an integer" if kind == "int" else "a number"
+                raise ConfigError(f"parameter {name}={text!r}: expected {expected}") from None
         return replace(self, **changes)
 
 
@@ -101,15 +109,15 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], hp: Hyperparams) -> tor
     name, lr, wd = hp.optimizer, hp.lr, hp.weight_decay
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=hp.momentum or 0.0, weight_decay=wd)
-    kind: type[torch.optim.Optimizer]
+    fused = all(p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in params) or None
     if name in ("sgd", "momentum", "nesterov"):
         momentum = 0.0 if name == "sgd" else 0.9 if hp.momentum is None else hp.momentum
-        kind, kwargs = torch.optim.SGD, {"momentum": momentum, "nesterov": name == "nesterov"}
-    else:
-        kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        kwargs = {"betas": (hp.beta1, hp.beta2)}
-    fused = all(p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in params)
-    return kind(params, lr=lr, weight_decay=wd, fused=fused or None, **kwargs)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=name == "nesterov", weight_decay=wd,
+            fused=fused,
+        )  # fmt: skip
+    adam = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return adam(params, lr=lr, betas=(hp.beta1, hp.beta2), weight_decay=wd, fused=fused)
 
 
 _FUSED_DEVICES = ("cpu", "cuda", "mps")

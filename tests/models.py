@@ -1,0 +1,45 @@
+"""Model factories as a user writes them, for the "package.module:factory" tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def linear(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> nn.Module:
+    width = 1
+    for d in input_shape:
+        width *= d
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(width, num_classes, bias=params.get("bias", True))
+    )
+
+
+class _Exploding(nn.Module):
+    """Trains normally for a few steps, then returns NaN logits."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, classes)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.fc(x.flatten(1))
+        return out * float("nan") if self.training and self.calls > 5 else out
+
+
+def exploding(
+    input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]
+) -> nn.Module:
+    width = 1
+    for d in input_shape:
+        width *= d
+    return _Exploding(width, num_classes)
+
+
+def not_a_module(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> str:
+    return "oops"
