@@ -61,32 +61,38 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     Raises:
         DataFileError: the files cannot be found, fetched or verified.
     """
+    scale = 1.0
     if cfg.name in IDX_SETS:
         x_train, y_train, x_test, y_test = _load_idx(cfg)
-        num_classes = 10
+        num_classes, scale = 10, 1 / 255  # [0, 1], as torchvision's ToTensor gives
     elif cfg.name == "digits":
         x_train, y_train, x_test, y_test = _load_digits()
-        num_classes = 10
+        num_classes, scale = 10, 1 / 16
     else:
         x_train, y_train, x_test, y_test = _make_synthetic(cfg)
         num_classes = cfg.n_classes
-    train_idx, val_idx = stratified_split(y_train, cfg.val_fraction, cfg.seed)
-    x_fit = x_train[train_idx]
-    if cfg.normalize:
-        mean, std = float(x_fit.mean()), float(x_fit.std()) or 1.0
-    else:
-        mean, std = 0.0, 1.0
+    fit_idx, val_idx = stratified_split(y_train, cfg.val_fraction, cfg.seed)
 
-    def split(x: np.ndarray, y: np.ndarray) -> Split:
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        xt.sub_(mean).div_(std)
-        return Split(xt, torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+    # Gather in the files' own dtype (uint8 for IDX), then convert in torch (threaded).
+    def inputs(x: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
+        # a fresh array: the files' arrays are shared read-only by the IDX cache
+        t = torch.from_numpy(x[rows] if rows is not None else np.array(x))
+        return t.to(torch.float32).mul_(scale)
+
+    def labels(y: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
+        return torch.from_numpy(y[rows] if rows is not None else np.array(y)).to(torch.int64)
+
+    x_fit = inputs(x_train, fit_idx)
+    mean, std = (float(x_fit.mean()), float(x_fit.std()) or 1.0) if cfg.normalize else (0.0, 1.0)
+
+    def split(x: torch.Tensor, y: torch.Tensor) -> Split:
+        return Split(x.sub_(mean).div_(std), y)
 
     return Dataset(
         cfg.name,
-        split(x_fit, y_train[train_idx]),
-        split(x_train[val_idx], y_train[val_idx]),
-        split(x_test, y_test),
+        split(x_fit, labels(y_train, fit_idx)),
+        split(inputs(x_train, val_idx), labels(y_train, val_idx)),
+        split(inputs(x_test), labels(y_test)),
         num_classes,
     )
 
@@ -119,16 +125,14 @@ def _load_idx(cfg: DatasetConfig) -> tuple[np.ndarray, ...]:
                 f"{path}: images {images.shape} do not match labels {labels.shape}"
             )
     x_train, y_train, x_test, y_test = arrays
-    # [N, 28, 28] uint8 → [N, 1, 28, 28] in [0, 1], as torchvision's ToTensor gives.
-    scale = np.float32(1 / 255)
-    return x_train[:, None] * scale, y_train, x_test[:, None] * scale, y_test
+    return x_train[:, None], y_train, x_test[:, None], y_test  # [N, 1, 28, 28] uint8
 
 
 def _load_digits() -> tuple[np.ndarray, ...]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = bunch.images[:, None] / 16.0  # [1797, 1, 8, 8]
+    x = bunch.images[:, None]  # [1797, 1, 8, 8], values 0..16
     y = bunch.target
     # digits has no official test split: a fixed stratified 20% stands in for one.
     train_idx, test_idx = stratified_split(y, 0.2, seed=12345)

@@ -155,7 +155,9 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
     b = hp.batch_size
     steps_per_epoch = n // b if spec.drop_last else math.ceil(n / b)
     warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
-    measure_step = min(1, steps_per_epoch - 1)  # 2nd step: optimizer state already exists
+    # CPU memory is measured on one full-size step, the 2nd if there is one: by then the
+    # optimizer state exists, as it does for every later step.
+    measure_step = 1 if n // b >= 2 else 0
     x, y = data.train.x, data.train.y
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
