@@ -59,7 +59,10 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class EpochStats:
-    """One epoch's measurements. ``epoch`` counts from 1; ``samples`` is data seen this epoch."""
+    """One epoch's measurements. ``epoch`` counts from 1; ``samples`` is data seen this epoch.
+
+    ``peak_memory_mb`` is this epoch's peak on CUDA, and the run's measured step elsewhere.
+    """
 
     epoch: int
     train_loss: float
@@ -69,6 +72,8 @@ class EpochStats:
     eval_time_s: float
     samples: int
     steps: int
+    samples_per_s: float
+    peak_memory_mb: float
     lr: float
 
 
@@ -149,65 +154,31 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
     data_time = clock.now() - t0
 
     model = _build(spec, data).to(device)
-    opt = make_optimizer(model.parameters(), hp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    autocast = _autocast(device, amp_dtype)
-    b = hp.batch_size
-    steps_per_epoch = n // b if spec.drop_last else math.ceil(n / b)
-    warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
-    # CPU memory is measured on one full-size step, the 2nd if there is one: by then the
-    # optimizer state exists, as it does for every later step.
-    measure_step = 1 if n // b >= 2 else 0
-    x, y = data.train.x, data.train.y
-
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        with autocast:
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=hp.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return loss.detach()
-
+    steps_per_epoch = n // hp.batch_size if spec.drop_last else math.ceil(n / hp.batch_size)
+    stepper = _Stepper(model, hp, amp_dtype, device, round(hp.warmup_epochs * steps_per_epoch))
     curves: list[EpochStats] = []
-    peak_bytes, global_step, diverged = 0, 0, None
+    peak_bytes, train_time, diverged = 0, 0.0, None
     for epoch in range(1, spec.epochs + 1):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = clock.now()
-        model.train()
         perm = torch.randperm(n, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float32)
-        for i in range(steps_per_epoch):
-            idx = perm[i * b : (i + 1) * b]
-            if global_step < warmup_steps:
-                for group in opt.param_groups:
-                    group["lr"] = hp.lr * warmup_factor(global_step, warmup_steps)
-            measuring = epoch == 1 and i == measure_step and device.type != "cuda"
-            tracker = LiveTensorMemory(_resident_bytes(model, opt)) if measuring else None
-            with tracker or contextlib.nullcontext():
-                loss = step(x.index_select(0, idx), y.index_select(0, idx))
-            if tracker is not None:
-                peak_bytes = tracker.peak
-            loss_sum += loss * idx.numel()
-            global_step += 1
-            checkpoint = (i + 1) % _CHECK_EVERY == 0 or i + 1 == steps_per_epoch
-            if checkpoint and not torch.isfinite(loss_sum):
-                diverged = (
-                    f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {i + 1}"
-                )
-                break
+        out = _train_epoch(stepper, data.train, perm, steps_per_epoch, measure=epoch == 1)
         train_time = clock.now() - start
         if device.type == "cuda":
-            peak_bytes = max(peak_bytes, torch.cuda.max_memory_allocated(device))
-        if diverged:
+            epoch_peak = torch.cuda.max_memory_allocated(device)
+        else:  # measured on one step of the first epoch
+            epoch_peak = max(out.live_peak_bytes, peak_bytes)
+        peak_bytes = max(peak_bytes, epoch_peak)
+        if out.diverged:
+            diverged = f"{out.diverged} at epoch {epoch}, step {out.steps}"
             break
-        seen = min(n, steps_per_epoch * b)
         start = clock.now()
-        val_loss, val_acc = _evaluate(model, data.val, spec.eval_batch_size, autocast)
+        val_loss, val_acc = _evaluate(model, data.val, spec.eval_batch_size, stepper.autocast)
         stats = EpochStats(
-            epoch, loss_sum.item() / seen, val_loss, val_acc, train_time, clock.now() - start,
-            seen, steps_per_epoch, opt.param_groups[0]["lr"],
+            epoch, out.loss_sum / out.samples, val_loss, val_acc, train_time,
+            clock.now() - start, out.samples, out.steps, out.samples / train_time,
+            epoch_peak / MB, stepper.lr,
         )  # fmt: skip
         curves.append(stats)
         if on_epoch is not None:
@@ -215,7 +186,7 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
 
     test_loss = test_acc = None
     if spec.evaluate_test and not diverged:
-        test_loss, test_acc = _evaluate(model, data.test, spec.eval_batch_size, autocast)
+        test_loss, test_acc = _evaluate(model, data.test, spec.eval_batch_size, stepper.autocast)
     train_total = sum(e.train_time_s for e in curves) + (train_time if diverged else 0.0)
     last = curves[-1] if curves else None
     return TrainResult(
@@ -230,11 +201,81 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         samples_per_s=sum(e.samples for e in curves) / train_total if curves else 0.0,
         peak_memory_mb=peak_bytes / MB,
         memory_method="cuda_max_allocated" if device.type == "cuda" else "live_tensors",
-        steps=global_step,
+        steps=stepper.count,
         device=_device_name(device),
         torch_version=torch.__version__,
         diverged=diverged,
     )
+
+
+class _Stepper:
+    """One optimisation step at a time: warm-up, autocast, (scaled) backward, update."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hp: Hyperparams,
+        amp_dtype: torch.dtype | None,
+        device: torch.device,
+        warmup_steps: int,
+    ) -> None:
+        self.model, self.hp, self.warmup_steps = model, hp, warmup_steps
+        self.opt = make_optimizer(model.parameters(), hp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.autocast = _autocast(device, amp_dtype)
+        self.count = 0
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if self.count < self.warmup_steps:
+            for group in self.opt.param_groups:
+                group["lr"] = self.hp.lr * warmup_factor(self.count, self.warmup_steps)
+        with self.autocast:
+            loss = F.cross_entropy(self.model(xb), yb, label_smoothing=self.hp.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.count += 1
+        return loss.detach()
+
+
+@dataclass(frozen=True)
+class _EpochOutcome:
+    loss_sum: float
+    samples: int
+    steps: int
+    live_peak_bytes: int
+    diverged: str | None
+
+
+def _train_epoch(
+    stepper: _Stepper, train: Split, perm: torch.Tensor, steps: int, measure: bool
+) -> _EpochOutcome:
+    """One pass over ``perm``'s batches. With ``measure`` on a non-CUDA device, one full-size
+    step (the 2nd if there is one: by then the optimizer state exists, as it does for every
+    later step) runs under :class:`LiveTensorMemory`."""
+    stepper.model.train()
+    b = stepper.hp.batch_size
+    measure_at = (1 if len(train) // b >= 2 else 0) if measure and not train.x.is_cuda else -1
+    live_peak = 0
+    loss_sum = torch.zeros((), device=train.x.device)
+    for i in range(steps):
+        idx = perm[i * b : (i + 1) * b]
+        if i == measure_at:
+            with LiveTensorMemory(_resident_bytes(stepper.model, stepper.opt)) as mem:
+                loss = stepper(train.x.index_select(0, idx), train.y.index_select(0, idx))
+            live_peak = mem.peak
+        else:
+            loss = stepper(train.x.index_select(0, idx), train.y.index_select(0, idx))
+        loss_sum.add_(loss, alpha=idx.numel())
+        if ((i + 1) % _CHECK_EVERY == 0 or i + 1 == steps) and not torch.isfinite(loss_sum):
+            reason = f"non-finite training loss ({loss.item()})"
+            return _EpochOutcome(math.nan, i * b, i + 1, live_peak, reason)
+    return _EpochOutcome(loss_sum.item(), min(len(train), steps * b), steps, live_peak, None)
 
 
 @torch.inference_mode()

@@ -108,7 +108,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(
             f"epoch {e.epoch}/{total}  train_loss {e.train_loss:.4f}  val_loss {e.val_loss:.4f}  "
             f"val_accuracy {e.val_accuracy:.4f}  {e.train_time_s:.2f}s "
-            f"({e.samples / e.train_time_s:,.0f} samples/s)",
+            f"({e.samples_per_s:,.0f} samples/s, {e.peak_memory_mb:.1f} MB)",
             file=sys.stderr,
             flush=True,
         )

@@ -44,6 +44,9 @@ def test_measurements_are_consistent(digits) -> None:
     assert r.train_time_s == pytest.approx(sum(e.train_time_s for e in r.epochs))
     assert r.samples_per_s == pytest.approx(3 * n / r.train_time_s)
     assert r.memory_method == "live_tensors" and r.peak_memory_mb > 0
+    for e in r.epochs:
+        assert e.samples_per_s == pytest.approx(n / e.train_time_s)
+        assert e.peak_memory_mb == r.peak_memory_mb
     assert r.device == "cpu" and r.torch_version == torch.__version__
 
 
