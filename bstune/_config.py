@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "FLOAT_PARAMS",
     "OBJECTIVES",
     "OPTIMIZERS",
     "BatchSizeRange",
@@ -47,6 +48,8 @@ OBJECTIVES = ("val_accuracy", "val_loss", "train_time", "peak_memory", "throughp
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 DATASETS = ("mnist", "fashion_mnist", "digits", "synthetic")
 BUILTIN_MODELS = ("mlp", "cnn")
+# The search space's float parameters: each a range, or one number that pins it.
+FLOAT_PARAMS = ("lr", "momentum", "weight_decay", "dropout", "label_smoothing", "warmup_epochs")
 
 Objective = Literal["val_accuracy", "val_loss", "train_time", "peak_memory", "throughput"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]
@@ -253,14 +256,7 @@ class SearchSpaceConfig(_Config):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
-        for key in (
-            "lr",
-            "momentum",
-            "weight_decay",
-            "dropout",
-            "label_smoothing",
-            "warmup_epochs",
-        ):
+        for key in FLOAT_PARAMS:
             if key in data:
                 data[key] = _single_value(data[key])
         bs = data.get("batch_size")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from bstune._config import OPTIMIZERS, ConfigError, SearchSpaceConfig
+from bstune._config import FLOAT_PARAMS, OPTIMIZERS, ConfigError, SearchSpaceConfig
 
 __all__ = ["Hyperparams", "make_optimizer", "warmup_factor"]
 
@@ -62,14 +62,7 @@ class Hyperparams:
             pinned["batch_size"] = space.batch_size.low
         if len(space.optimizer) == 1:
             pinned["optimizer"] = space.optimizer[0]
-        for name in (
-            "lr",
-            "momentum",
-            "weight_decay",
-            "dropout",
-            "label_smoothing",
-            "warmup_epochs",
-        ):
+        for name in FLOAT_PARAMS:
             rng = getattr(space, name)
             if rng is not None and rng.low == rng.high:
                 pinned[name] = rng.low
