@@ -8,8 +8,10 @@ its two pieces are reproduced below line for line; everything else is stock PyTo
 
 bstune trains the same MLP (cross-entropy on logits: the same arithmetic) with its own engine.
 Both train on the same 54,000-example training split; epochs are timed whole (shuffle, batch
-building, forward, backward, optimizer step). bstune's figure is the median of epochs 2..N of one
-run (epoch 1 warms up); the baseline's is one epoch after a short warm-up.
+building, forward, backward, optimizer step). Per batch size the two alternate for ``--rounds``
+rounds (so a slow spell on a shared machine hits both); each side's figure is the median over
+its rounds — for bstune, of epochs 2..N of each round's run (epoch 1 warms up); for the
+baseline, of one epoch per round after a short warm-up.
 
 The floor: the FLOPs a training step must do — forward, weight gradients, and input gradients
 only where a layer's input needs them (the first layer's does not) — over the GEMM rate measured
@@ -105,7 +107,7 @@ def bstune_epochs(
         epochs=epochs, device=device, precision=precision, evaluate_test=False,
     )  # fmt: skip
     result = bstune.train(spec)
-    return statistics.median(e.samples / e.train_time_s for e in result.epochs[1:])
+    return [e.samples_per_s for e in result.epochs[1:]]
 
 
 def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -139,7 +141,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--batch-sizes", default="32,128,1024,4096")
-    ap.add_argument("--epochs", type=int, default=4, help="bstune epochs per batch size")
+    ap.add_argument("--epochs", type=int, default=4, help="bstune epochs per round")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per batch size")
     ap.add_argument("--skip-example", action="store_true")
     args = ap.parse_args()
     device = bstune.resolve_device(args.device)
@@ -168,14 +171,20 @@ def main() -> None:
     print("| batch | Optuna example (samples/s) | bstune (samples/s) | speed-up | % of floor |")
     print("|---:|---:|---:|---:|---:|")
     for b in sizes:
-        ours = bstune_epochs(data, b, str(device), args.precision, args.epochs)
-        if args.skip_example:
-            theirs_s, ratio = "-", "-"
+        ours: list[float] = []
+        theirs: list[float] = []
+        for _ in range(args.rounds):
+            ours += bstune_epochs(data, b, str(device), args.precision, args.epochs)
+            if not args.skip_example:
+                theirs.append(example_epoch(example_ds, b, device))
+        mine = statistics.median(ours)
+        if theirs:
+            base = statistics.median(theirs)
+            theirs_s, ratio = f"{base:,.0f}", f"{mine / base:.1f}×"
         else:
-            theirs = example_epoch(example_ds, b, device)
-            theirs_s, ratio = f"{theirs:,.0f}", f"{ours / theirs:.1f}×"
+            theirs_s, ratio = "-", "-"
         print(
-            f"| {b} | {theirs_s} | {ours:,.0f} | {ratio} | {100 * ours / floor:.0f}% |", flush=True
+            f"| {b} | {theirs_s} | {mine:,.0f} | {ratio} | {100 * mine / floor:.0f}% |", flush=True
         )
 
 
