@@ -116,7 +116,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
@@ -171,7 +176,7 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
             epoch_peak = max(out.live_peak_bytes, peak_bytes)
         peak_bytes = max(peak_bytes, epoch_peak)
         if out.diverged:
-            diverged = f"{out.diverged} at epoch {epoch}, step {out.steps}"
+            diverged = f"{out.diverged} in epoch {epoch}, detected at step {out.steps}"
             break
         start = clock.now()
         val_loss, val_acc = _evaluate(model, data.val, spec.eval_batch_size, stepper.autocast)
@@ -311,6 +316,8 @@ def _resident_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
     if precision == "fp32":
         return None
     if precision == "fp16" and device.type != "cuda":

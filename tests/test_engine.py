@@ -176,6 +176,10 @@ def test_callback_sees_every_epoch_and_may_stop_the_run(digits) -> None:
 def test_fp16_needs_cuda_and_absent_devices_are_errors(digits) -> None:
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         train(RunSpec(digits, MLP, Hyperparams(), device="cpu", precision="fp16"))
+    with pytest.raises(ConfigError, match="unknown precision 'fp64'"):
+        train(RunSpec(digits, MLP, Hyperparams(), device="cpu", precision="fp64"))
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        train(RunSpec(digits, MLP, Hyperparams(), device="gpu"))
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="requested but this machine has 0 CUDA devices"):
             train(RunSpec(digits, MLP, Hyperparams(), device="cuda:1"))
