@@ -49,7 +49,10 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 DATASETS = ("mnist", "fashion_mnist", "digits", "synthetic")
 BUILTIN_MODELS = ("mlp", "cnn")
 # The search space's float parameters: each a range, or one number that pins it.
-FLOAT_PARAMS = ("lr", "momentum", "weight_decay", "dropout", "label_smoothing", "warmup_epochs")
+FLOAT_PARAMS = (
+    "lr", "momentum", "beta1", "beta2", "weight_decay", "dropout", "label_smoothing",
+    "warmup_epochs",
+)  # fmt: skip
 
 Objective = Literal["val_accuracy", "val_loss", "train_time", "peak_memory", "throughput"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]
@@ -245,6 +248,8 @@ class SearchSpaceConfig(_Config):
         default_factory=lambda: _opts("sgd", "adam"), min_length=1
     )
     momentum: FloatRange | None = None
+    beta1: FloatRange | None = None
+    beta2: FloatRange | None = None
     weight_decay: LogFloatRange | None = None
     dropout: FloatRange | None = None
     label_smoothing: FloatRange | None = None
@@ -266,7 +271,7 @@ class SearchSpaceConfig(_Config):
             data["optimizer"] = [data["optimizer"]]
         return data
 
-    @field_validator("dropout", "label_smoothing", "momentum")
+    @field_validator("dropout", "label_smoothing", "momentum", "beta1", "beta2")
     @classmethod
     def _fraction(cls, v: FloatRange | None) -> FloatRange | None:
         if v is not None and not (v.low >= 0.0 and v.high < 1.0):
@@ -344,12 +349,18 @@ _PatientPruner.model_rebuild()
 
 
 class SamplerConfig(_Config):
-    """``sampler:`` — an Optuna sampler by name, with its most used arguments."""
+    """``sampler:`` — an Optuna sampler by name, with its most used arguments.
 
-    name: Literal["tpe", "nsga2", "random", "gp", "cmaes", "qmc"] = "tpe"
+    ``tpe`` is multivariate and grouped by default (batch size and learning rate are modelled
+    jointly; conditional parameters such as momentum get their own group); set
+    ``multivariate: false`` for Optuna's independent TPE.
+    """
+
+    name: Literal["tpe", "nsga2", "random", "gp", "cmaes", "qmc", "grid"] = "tpe"
     seed: int | None = None
     n_startup_trials: _NonNegInt | None = None
-    multivariate: bool | None = None
+    multivariate: bool = True
+    group: bool | None = None
     constant_liar: bool | None = None
     population_size: int | None = Field(None, ge=2)
 

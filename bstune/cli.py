@@ -39,6 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bstune",
@@ -67,6 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "optimize",
+        help="run a study: sample batch size, lr, optimizer ... jointly; store every trial",
+        description="Run (or resume) the study a study file describes. Re-running adds trials.",
+    )
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument("--n-trials", type=_positive_int, help="trials to add (budget.n_trials)")
+    p.add_argument("--timeout", type=_positive_float, help="seconds to run (budget.timeout)")
+    p.add_argument(
+        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
+    )
+    p.add_argument("--study-name", help="study name (study.name)")
+    p.add_argument("--seed", type=int, help="the sampler's seed (sampler.seed)")
+    p.add_argument("--epochs", type=_positive_int, help="override training.epochs")
+    p.add_argument("--device", help="override training.device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_optimize)
+
+    p = sub.add_parser("validate", help="check a study file without running anything")
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.set_defaults(func=_cmd_validate)
     return parser
 
 
@@ -87,20 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bstune._config import load_study
     from bstune._data import load_dataset
     from bstune._engine import EpochStats, RunSpec, train
-    from bstune._optim import Hyperparams
+    from bstune._space import fixed_hparams
 
-    cfg = load_study(args.study_file)
-    overrides: dict[str, Any] = {}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.device is not None:
-        overrides["device"] = args.device
-    if overrides:
-        cfg = cfg.with_training(**overrides)
-    hp = Hyperparams.pinned_by(cfg.search_space).with_params(dict(args.param))
+    cfg = _load(args)
+    hp = fixed_hparams(cfg.search_space, dict(args.param))
     dataset = load_dataset(cfg.dataset)
     total = cfg.training.epochs
 
@@ -122,6 +146,99 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"bstune: run stopped: {result.diverged}", file=sys.stderr)
         return EXIT_STOPPED
     return EXIT_OK
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The study file, with the command line's training overrides applied."""
+    from bstune._config import load_study
+
+    cfg = load_study(args.study_file)
+    overrides = {k: getattr(args, k) for k in ("epochs", "device") if getattr(args, k, None)}
+    return cfg.with_training(**overrides) if overrides else cfg
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from bstune._study import make_pruner, make_sampler
+
+    cfg = _load(args)
+    make_sampler(cfg)  # a sampler that cannot serve this space is a config error too
+    make_pruner(cfg.pruner)
+    space = cfg.search_space
+    print(
+        f"{args.study_file}: ok — study {cfg.study_name!r} in {cfg.storage_url}; objectives "
+        f"{', '.join(cfg.objectives)}; dataset {cfg.dataset.name}; model {cfg.model.name}; "
+        f"batch sizes {space.batch_size.low}..{space.batch_size.high}; "
+        f"optimizers {', '.join(space.optimizer)}; sampler {cfg.sampler.name}; "
+        f"pruner {cfg.pruner.name}"
+    )
+    return EXIT_OK
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    import optuna
+
+    from bstune._objective import UNITS
+    from bstune._study import _mask, best_rows, open_study, run_study
+
+    cfg = _load(args)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # bstune prints what matters below
+    study = open_study(cfg, storage=args.storage, study_name=args.study_name, seed=args.seed)
+    n_trials = args.n_trials or (None if args.timeout else cfg.budget.n_trials)
+    timeout = args.timeout or (None if args.n_trials else cfg.budget.timeout)
+    url = args.storage or cfg.storage_url
+    print(
+        f"study {study.study_name!r} in {_mask(url)}: {len(study.trials)} trials stored; "
+        f"adding {n_trials or 'unlimited'} trials"
+        + (f" (at most {timeout:g} s)" if timeout else ""),
+        file=sys.stderr,
+    )
+    summary = run_study(
+        study, cfg, n_trials=n_trials, timeout=timeout, show_progress_bar=not args.no_progress,
+        callbacks=[_trial_line],
+    )  # fmt: skip
+    counts = {
+        s.name.lower(): summary.count(s) for s in optuna.trial.TrialState if summary.count(s)
+    }
+    print(f"\n{len(summary.trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for number, message in summary.failures:
+        print(f"  trial {number} failed: {message}")
+    rows = best_rows(study, cfg.objectives)
+    title = "best trials" if len(cfg.objectives) == 1 else "Pareto front"
+    print(f"\n{title} of study {study.study_name!r} ({len(study.trials)} trials stored):")
+    _print_table(rows, {o: UNITS[o] for o in cfg.objectives})
+    if summary.trials and all(t.state.name == "FAIL" for t in summary.trials):
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+def _trial_line(study: Any, trial: Any) -> None:
+    """One line on stderr for a trial that did not complete, with the reason."""
+    from bstune._objective import ATTR
+
+    if trial.state.name == "FAIL":
+        reason = trial.user_attrs.get(f"{ATTR}error", "failed")
+        print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
+    elif trial.state.name == "PRUNED":
+        reason = trial.user_attrs.get(f"{ATTR}metrics", {}).get("stopped", "pruned")
+        print(f"trial {trial.number} pruned: {reason}", file=sys.stderr)
+
+
+def _print_table(rows: list[dict[str, Any]], units: dict[str, str]) -> None:
+    if not rows:
+        print("  (no completed trials)")
+        return
+    headers = [k if not units.get(k) else f"{k} ({units[k]})" for k in rows[0]]
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    table = [[cell(v) for v in r.values()] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
+    for r in table:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def _print_result(hp: Any, r: Any) -> None:

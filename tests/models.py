@@ -43,3 +43,10 @@ def exploding(
 
 def not_a_module(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> str:
     return "oops"
+
+
+def broken(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> nn.Module:
+    """A user's factory with a bug: it fails when dropout is high."""
+    if params["dropout"] > 0.25:
+        raise ValueError("dropout above 0.25 is not supported by this factory")
+    return linear(input_shape, num_classes, params)

@@ -1,0 +1,153 @@
+"""The Optuna objective: trial → hyperparameters → engine → objective values and records.
+
+What a trial stores (user attributes, namespaced ``bstune:``, written once at the end of the
+trial: each attribute is a storage round trip, ~1.5 ms on SQLite, so there are two):
+
+* ``bstune:effective_lr`` — the learning rate that trained (after any scaling rule);
+* ``bstune:metrics`` — ``train_time_s``, ``eval_time_s``, ``data_time_s``, ``samples_per_s``,
+  ``peak_memory_mb``, ``memory_method``, ``steps``, ``epochs``, ``val_accuracy``,
+  ``val_loss``, ``test_accuracy``, ``test_loss``, ``device``, ``torch_version``;
+  ``hparams`` — every hyperparameter of the run; ``curves`` — per epoch ``train_loss``,
+  ``val_loss``, ``val_accuracy``, ``epoch_time_s`` (training phase), ``samples_per_s``;
+  and ``stopped`` — why the run ended early (a non-finite loss, or pruning), if it did.
+
+A trial that raised stores ``bstune:error`` (type and message) and ``bstune:traceback``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import optuna
+
+from bstune._config import StudyConfig
+from bstune._data import Dataset, load_dataset
+from bstune._engine import EpochStats, RunSpec, TrainResult, train
+from bstune._space import suggest
+
+__all__ = ["DIRECTIONS", "UNITS", "Objective", "objective_values"]
+
+ATTR = "bstune:"
+DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
+    "val_accuracy": "maximize",
+    "val_loss": "minimize",
+    "train_time": "minimize",
+    "peak_memory": "minimize",
+    "throughput": "maximize",
+}
+UNITS = {"val_accuracy": "", "val_loss": "", "train_time": "s", "peak_memory": "MB",
+         "throughput": "samples/s"}  # fmt: skip
+_VALUE_OF: dict[str, Callable[[TrainResult], float]] = {
+    "val_accuracy": lambda r: r.val_accuracy,
+    "val_loss": lambda r: r.val_loss,
+    "train_time": lambda r: r.train_time_s,
+    "peak_memory": lambda r: r.peak_memory_mb,
+    "throughput": lambda r: r.samples_per_s,
+}
+
+
+def objective_values(result: TrainResult, objectives: Sequence[str]) -> list[float]:
+    """The study's objectives, in order, from a run's result."""
+    return [_VALUE_OF[name](result) for name in objectives]
+
+
+class Objective:
+    """A study file's objective, callable by ``study.optimize``.
+
+    The data set is loaded on the first call and shared by every trial of this process.
+    Single-objective studies report validation loss each epoch (the step is the epoch: equal
+    data seen whatever the batch size) and prune with the study's pruner.
+    """
+
+    def __init__(self, config: StudyConfig) -> None:
+        self.config = config
+        self.objectives = list(config.objectives)
+        self.directions = [DIRECTIONS[o] for o in self.objectives]
+        self.metric_names = self.objectives
+        self.engine_seconds = 0.0  # wall time inside the engine, for overhead measurements
+        self._dataset: Dataset | None = None
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_dataset(self.config.dataset)
+        return self._dataset
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            # Not swallowed: recorded on the trial, then re-raised for Optuna to fail it.
+            trial.set_user_attr(f"{ATTR}error", f"{type(e).__name__}: {e}")
+            trial.set_user_attr(f"{ATTR}traceback", traceback.format_exc(limit=-8))
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | list[float]:
+        sampled = suggest(trial, self.config.search_space)
+        spec = RunSpec.from_study(self.config, self.dataset, sampled.hparams)
+        curves: list[EpochStats] = []
+        prune = len(self.objectives) == 1
+
+        def on_epoch(stats: EpochStats) -> None:
+            curves.append(stats)
+            if prune:
+                trial.report(stats.val_loss, step=stats.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}")
+
+        start = time.perf_counter()
+        try:
+            result = train(spec, on_epoch=on_epoch)
+        except optuna.TrialPruned as pruned:
+            _record(trial, sampled.hparams.__dict__, curves, None, stopped=str(pruned))
+            raise
+        finally:
+            self.engine_seconds += time.perf_counter() - start
+        _record(trial, sampled.hparams.__dict__, result.epochs, result, stopped=result.diverged)
+        if result.diverged:
+            # PRUNED, not FAIL: samplers learn from pruned trials that this region is bad.
+            raise optuna.TrialPruned(result.diverged)
+        values = objective_values(result, self.objectives)
+        return values[0] if len(values) == 1 else values
+
+
+def _record(
+    trial: optuna.Trial,
+    hparams: dict[str, Any],
+    curves: Sequence[EpochStats],
+    result: TrainResult | None,
+    stopped: str | None,
+) -> None:
+    trial.set_user_attr(f"{ATTR}effective_lr", hparams["lr"])
+    if result is not None:
+        metrics = {k: v for k, v in result.to_dict().items() if k not in ("curves", "diverged")}
+    else:  # stopped by the pruner: what the epochs so far measured
+        metrics = {
+            "train_time_s": sum(e.train_time_s for e in curves),
+            "val_accuracy": curves[-1].val_accuracy if curves else None,
+            "val_loss": curves[-1].val_loss if curves else None,
+            "peak_memory_mb": curves[-1].peak_memory_mb if curves else None,
+            "epochs": len(curves),
+        }
+    metrics["hparams"] = hparams
+    metrics["curves"] = {
+        "train_loss": [e.train_loss for e in curves],
+        "val_loss": [e.val_loss for e in curves],
+        "val_accuracy": [e.val_accuracy for e in curves],
+        "epoch_time_s": [e.train_time_s for e in curves],
+        "samples_per_s": [e.samples_per_s for e in curves],
+    }
+    if stopped:
+        metrics["stopped"] = stopped
+    trial.set_user_attr(f"{ATTR}metrics", _finite(metrics))
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become None: JSON has no such numbers, and the dashboard chokes."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}

@@ -1,0 +1,147 @@
+"""Sampling a trial's hyperparameters from a study's search space.
+
+Batch size is sampled jointly with everything else. Under a learning-rate scaling rule the
+sampled parameter is ``base_lr`` — the rate at ``reference_batch_size`` — and the rate that
+trains is derived from it and the batch size, so the sampler need not learn their correlation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+
+from bstune._config import ConfigError, FloatRange, LrRange, SearchSpaceConfig
+from bstune._optim import Hyperparams
+
+__all__ = ["Sampled", "fixed_hparams", "grid_space", "lr_param_name", "scaled_lr", "suggest"]
+
+_MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
+_BETA_OPTIMIZERS = ("adam", "adamw")
+
+
+def scaled_lr(base_lr: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
+    """The learning rate at ``batch_size`` under a scaling rule, from the rate at the reference.
+
+    >>> scaled_lr(0.1, 512, "linear", 128)
+    0.4
+    >>> scaled_lr(0.1, 512, "sqrt", 128)
+    0.2
+    """
+    ratio = batch_size / reference_batch_size
+    if rule == "linear":
+        return base_lr * ratio
+    if rule == "sqrt":
+        return base_lr * math.sqrt(ratio)
+    return base_lr
+
+
+def lr_param_name(space: SearchSpaceConfig) -> str:
+    """``base_lr`` under a scaling rule (the sampled value is not the rate that trains)."""
+    return "lr" if space.lr.scaling == "none" else "base_lr"
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A trial's hyperparameters: ``hparams.lr`` is the effective rate, ``base_lr`` the sampled."""
+
+    hparams: Hyperparams
+    base_lr: float
+
+
+def suggest(trial: optuna.Trial, space: SearchSpaceConfig, prefix: str = "") -> Sampled:
+    """Sample batch size, learning rate, optimizer and regularization from ``space``.
+
+    Values the space pins (a single value) are used without being suggested. Momentum is
+    suggested only for ``momentum``/``nesterov``, betas only for ``adam``/``adamw``.
+    """
+    bs = space.batch_size
+    if bs.low == bs.high:
+        batch_size = bs.low
+    elif bs.powers_of_two:
+        # Categorical so the dashboard shows the real batch size, not an exponent.
+        batch_size = int(trial.suggest_categorical(f"{prefix}batch_size", bs.choices()))
+    else:
+        batch_size = trial.suggest_int(f"{prefix}batch_size", bs.low, bs.high, step=bs.step or 1)
+
+    base_lr = _float(trial, f"{prefix}{lr_param_name(space)}", space.lr)
+    assert base_lr is not None  # lr always has a range
+    lr = scaled_lr(base_lr, batch_size, space.lr.scaling, space.lr.reference_batch_size)
+
+    optimizer = (
+        space.optimizer[0]
+        if len(space.optimizer) == 1
+        else str(trial.suggest_categorical(f"{prefix}optimizer", list(space.optimizer)))
+    )
+    values: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "optimizer": optimizer}
+    conditional = {
+        "momentum": optimizer in _MOMENTUM_OPTIMIZERS,
+        "beta1": optimizer in _BETA_OPTIMIZERS,
+        "beta2": optimizer in _BETA_OPTIMIZERS,
+    }
+    for name in ("momentum", "beta1", "beta2", "weight_decay", "dropout", "label_smoothing",
+                 "warmup_epochs"):  # fmt: skip
+        if conditional.get(name, True):
+            value = _float(trial, f"{prefix}{name}", getattr(space, name))
+            if value is not None:
+                values[name] = value
+    return Sampled(Hyperparams(**values), base_lr)
+
+
+def _float(trial: optuna.Trial, name: str, rng: FloatRange | None) -> float | None:
+    if rng is None:
+        return None
+    if rng.low == rng.high:
+        return rng.low
+    return trial.suggest_float(name, rng.low, rng.high, log=rng.log, step=rng.step)
+
+
+def grid_space(space: SearchSpaceConfig) -> dict[str, list[Any]]:
+    """Every parameter's values, for Optuna's GridSampler: a small, discrete space only.
+
+    Raises:
+        ConfigError: a float parameter is a continuous range (give it a ``step`` or one value),
+            or a conditional parameter is searched.
+    """
+    grid: dict[str, list[Any]] = {}
+    bs = space.batch_size
+    if bs.low != bs.high:
+        grid["batch_size"] = bs.choices()
+    if len(space.optimizer) > 1:
+        grid["optimizer"] = list(space.optimizer)
+    problems = []
+    for name in ("lr", "momentum", "beta1", "beta2", "weight_decay", "dropout",
+                 "label_smoothing", "warmup_epochs"):  # fmt: skip
+        rng = getattr(space, name)
+        if rng is None or rng.low == rng.high:
+            continue
+        if name in ("momentum", "beta1", "beta2"):
+            problems.append(
+                f"search_space.{name}: the grid sampler cannot search a parameter that "
+                f"applies to some optimizers only; give it one value"
+            )
+        elif rng.step is None:
+            problems.append(
+                f"search_space.{name}: the grid sampler needs discrete values; "
+                f"give the range a step or one value"
+            )
+        else:
+            n = round((rng.high - rng.low) / rng.step)
+            key = lr_param_name(space) if name == "lr" else name
+            grid[key] = [rng.low + i * rng.step for i in range(n + 1)]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return grid
+
+
+def fixed_hparams(space: SearchSpaceConfig, params: dict[str, str]) -> Hyperparams:
+    """One configuration without a trial (``bstune train``): defaults, then what ``space`` pins,
+    then ``params`` (``--param`` strings). ``lr`` in ``params`` is the rate that trains; a
+    learning rate the space pins under a scaling rule is scaled to the batch size."""
+    hp = Hyperparams.pinned_by(space).with_params(params)
+    lr: LrRange = space.lr
+    if "lr" not in params and lr.low == lr.high and lr.scaling != "none":
+        hp = replace(hp, lr=scaled_lr(lr.low, hp.batch_size, lr.scaling, lr.reference_batch_size))
+    return hp

@@ -1,0 +1,121 @@
+"""Sampling: batch size jointly with lr (and its scaling rule), optimizer, regularization."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial
+
+from bstune import ConfigError
+from bstune._config import parse_study
+from bstune._space import fixed_hparams, grid_space, scaled_lr, suggest
+
+
+def space(**search_space):
+    return parse_study(
+        {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "search_space": search_space}
+    ).search_space
+
+
+@pytest.mark.parametrize(
+    ("rule", "batch", "expected"),
+    [
+        ("none", 512, 0.1),
+        ("linear", 512, 0.4),
+        ("linear", 32, 0.025),
+        ("sqrt", 512, 0.2),
+        ("sqrt", 32, 0.05),
+    ],
+)
+def test_scaling_rules(rule: str, batch: int, expected: float) -> None:
+    assert scaled_lr(0.1, batch, rule, 128) == pytest.approx(expected)
+
+
+def test_sampled_base_lr_is_scaled_by_batch_size() -> None:
+    s = space(
+        batch_size={"low": 16, "high": 1024},
+        lr={"low": 1e-4, "high": 1.0, "scaling": "linear", "reference_batch_size": 128},
+        optimizer=["sgd", "adam"],
+    )
+    trial = FixedTrial({"batch_size": 512, "base_lr": 0.01, "optimizer": "sgd"})
+    sampled = suggest(trial, s)
+    assert sampled.base_lr == 0.01
+    assert sampled.hparams.batch_size == 512 and sampled.hparams.lr == pytest.approx(0.04)
+    s = space(lr={"low": 1e-4, "high": 1.0, "scaling": "sqrt", "reference_batch_size": 64})
+    sampled = suggest(FixedTrial({"batch_size": 256, "base_lr": 0.01, "optimizer": "adam"}), s)
+    assert sampled.hparams.lr == pytest.approx(0.02)
+
+
+def test_conditional_parameters_only_where_they_apply() -> None:
+    s = space(
+        optimizer=["sgd", "momentum", "adam"],
+        momentum={"low": 0.5, "high": 0.99},
+        beta1={"low": 0.8, "high": 0.95},
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen: dict[str, set[str]] = {}
+    for _ in range(30):
+        trial = study.ask()
+        hp = suggest(trial, s).hparams
+        seen.setdefault(hp.optimizer, set()).update(trial.params)
+        study.tell(trial, 0.0)
+    assert "momentum" in seen["momentum"] and "beta1" not in seen["momentum"]
+    assert "beta1" in seen["adam"] and "momentum" not in seen["adam"]
+    assert not {"momentum", "beta1"} & seen["sgd"]
+
+
+def test_batch_size_is_the_real_value_and_pinned_values_are_not_suggested() -> None:
+    s = space(
+        batch_size={"low": 16, "high": 256},
+        optimizer="adam",
+        dropout=0.1,
+        weight_decay={"low": 1e-5, "high": 1e-3},
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        trial = study.ask()
+        hp = suggest(trial, s).hparams
+        assert trial.params["batch_size"] in (16, 32, 64, 128, 256)
+        assert hp.batch_size == trial.params["batch_size"]
+        assert "optimizer" not in trial.params and "dropout" not in trial.params
+        assert hp.optimizer == "adam" and hp.dropout == 0.1
+        assert 1e-5 <= trial.params["weight_decay"] <= 1e-3
+        study.tell(trial, 0.0)
+
+
+def test_stepped_batch_size() -> None:
+    s = space(batch_size={"low": 32, "high": 96, "step": 32})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sizes = set()
+    for _ in range(20):
+        trial = study.ask()
+        sizes.add(suggest(trial, s).hparams.batch_size)
+        study.tell(trial, 0.0)
+    assert sizes == {32, 64, 96}
+
+
+def test_grid_needs_a_discrete_space() -> None:
+    s = space(
+        batch_size={"low": 16, "high": 64},
+        lr={"low": 0.01, "high": 0.03, "step": 0.01, "log": False},
+        optimizer=["sgd", "adam"],
+    )
+    grid = grid_space(s)
+    assert grid["batch_size"] == [16, 32, 64] and grid["optimizer"] == ["sgd", "adam"]
+    assert grid["lr"] == pytest.approx([0.01, 0.02, 0.03])
+    with pytest.raises(
+        ConfigError, match=r"search_space\.lr: the grid sampler needs discrete values"
+    ):
+        grid_space(space())
+
+
+def test_train_uses_pinned_values_and_scales_a_pinned_base_lr() -> None:
+    s = space(
+        lr={"low": 0.1, "high": 0.1, "scaling": "linear", "reference_batch_size": 128},
+        optimizer="sgd",
+    )
+    hp = fixed_hparams(s, {"batch_size": "256"})
+    assert hp.lr == pytest.approx(0.2) and hp.optimizer == "sgd"
+    assert math.isclose(fixed_hparams(s, {"batch_size": "256", "lr": "0.05"}).lr, 0.05)
