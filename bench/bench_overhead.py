@@ -5,7 +5,7 @@ all trials, the wall time of whole trials (Optuna's start and completion stamps)
 time spent inside the engine's ``train()``. The difference is everything bstune and Optuna do
 around training: sampling, writing parameters and records, reporting, pruning decisions.
 
-    python bench/bench_overhead.py [--n-trials 40] [--epochs 5]
+    python bench/bench_overhead.py [--n-trials 40] [--epochs 5] [--storage sqlite|journal]
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ def main() -> None:
     ap.add_argument("--study", default=str(REPO / "studies" / "digits.yaml"))
     ap.add_argument("--n-trials", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--storage", choices=["sqlite", "journal"], default="sqlite")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = load_study(args.study).with_training(epochs=args.epochs)
     with tempfile.TemporaryDirectory() as tmp:
-        study = open_study(cfg, storage=f"sqlite:///{tmp}/overhead.db")
+        url = f"sqlite:///{tmp}/o.db" if args.storage == "sqlite" else f"journal:///{tmp}/o.log"
+        study = open_study(cfg, storage=url)
         objective = Objective(cfg)
         _ = objective.dataset  # loaded once per process, before the clock starts
         start = time.perf_counter()
@@ -42,7 +44,7 @@ def main() -> None:
     trial_s = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in summary.trials)
     engine_s = objective.engine_seconds
     print(f"study: {args.study} ({len(cfg.objectives)} objectives, {cfg.sampler.name} sampler), "
-          f"{args.epochs} epochs per trial, SQLite")  # fmt: skip
+          f"{args.epochs} epochs per trial, {args.storage} storage")  # fmt: skip
     print(f"trials: {len(summary.trials)}; wall {wall:.2f} s; inside trials {trial_s:.2f} s; "
           f"inside the engine {engine_s:.2f} s")  # fmt: skip
     n = len(summary.trials)

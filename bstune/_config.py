@@ -353,7 +353,9 @@ class SamplerConfig(_Config):
 
     ``tpe`` is multivariate and grouped by default (batch size and learning rate are modelled
     jointly; conditional parameters such as momentum get their own group); set
-    ``multivariate: false`` for Optuna's independent TPE.
+    ``multivariate: false`` for Optuna's independent TPE. Its ``constant_liar`` (which keeps
+    parallel workers from sampling the same point, at a storage write per trial) is off for a
+    single worker; set it ``true`` when several processes or hosts share one study.
     """
 
     name: Literal["tpe", "nsga2", "random", "gp", "cmaes", "qmc", "grid"] = "tpe"

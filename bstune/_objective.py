@@ -1,15 +1,16 @@
 """The Optuna objective: trial → hyperparameters → engine → objective values and records.
 
-What a trial stores (user attributes, namespaced ``bstune:``, written once at the end of the
-trial: each attribute is a storage round trip, ~1.5 ms on SQLite, so there are two):
+What a trial stores: one user attribute, ``bstune:metrics``, written once at the end of the
+trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
 
-* ``bstune:effective_lr`` — the learning rate that trained (after any scaling rule);
-* ``bstune:metrics`` — ``train_time_s``, ``eval_time_s``, ``data_time_s``, ``samples_per_s``,
-  ``peak_memory_mb``, ``memory_method``, ``steps``, ``epochs``, ``val_accuracy``,
-  ``val_loss``, ``test_accuracy``, ``test_loss``, ``device``, ``torch_version``;
-  ``hparams`` — every hyperparameter of the run; ``curves`` — per epoch ``train_loss``,
-  ``val_loss``, ``val_accuracy``, ``epoch_time_s`` (training phase), ``samples_per_s``;
-  and ``stopped`` — why the run ended early (a non-finite loss, or pruning), if it did.
+* ``effective_lr`` — the learning rate that trained (after any scaling rule);
+* ``train_time_s``, ``eval_time_s``, ``data_time_s``, ``samples_per_s``, ``peak_memory_mb``,
+  ``memory_method``, ``steps``, ``epochs``, ``val_accuracy``, ``val_loss``, ``test_accuracy``,
+  ``test_loss``, ``device``, ``torch_version``;
+* ``hparams`` — every hyperparameter of the run;
+* ``curves`` — per epoch ``train_loss``, ``val_loss``, ``val_accuracy``, ``epoch_time_s``
+  (training phase), ``samples_per_s``;
+* ``stopped`` — why the run ended early (a non-finite loss, or pruning), if it did.
 
 A trial that raised stores ``bstune:error`` (type and message) and ``bstune:traceback``.
 """
@@ -124,7 +125,6 @@ def _record(
     result: TrainResult | None,
     stopped: str | None,
 ) -> None:
-    trial.set_user_attr(f"{ATTR}effective_lr", hparams["lr"])
     if result is not None:
         metrics = {k: v for k, v in result.to_dict().items() if k not in ("curves", "diverged")}
     else:  # stopped by the pruner: what the epochs so far measured
@@ -135,6 +135,7 @@ def _record(
             "peak_memory_mb": curves[-1].peak_memory_mb if curves else None,
             "epochs": len(curves),
         }
+    metrics["effective_lr"] = hparams["lr"]
     metrics["hparams"] = hparams
     metrics["curves"] = {
         "train_loss": [e.train_loss for e in curves],

@@ -89,7 +89,9 @@ def _mask(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
-def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    cfg: StudyConfig, seed: int | None = None, workers: int = 1
+) -> optuna.samplers.BaseSampler:
     """The sampler the study file names; ``seed`` (``--seed``) overrides its seed.
 
     Raises:
@@ -104,8 +106,7 @@ def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.B
         opt["n_startup_trials"] = s.n_startup_trials
     if s.name == "tpe":
         group = s.multivariate if s.group is None else s.group
-        if s.constant_liar is not None:
-            opt["constant_liar"] = s.constant_liar
+        opt["constant_liar"] = workers > 1 if s.constant_liar is None else s.constant_liar
         with warnings.catch_warnings():  # multivariate and group are "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
@@ -160,6 +161,7 @@ def open_study(
     storage: str | None = None,
     study_name: str | None = None,
     seed: int | None = None,
+    workers: int = 1,
 ) -> optuna.Study:
     """Create the study, or load it to resume. Stores the study file and bstune's version.
 
@@ -174,7 +176,7 @@ def open_study(
         storage=store,
         study_name=name,
         directions=directions,
-        sampler=make_sampler(cfg, seed),
+        sampler=make_sampler(cfg, seed, workers),
         pruner=make_pruner(cfg.pruner),
         load_if_exists=True,
     )
@@ -267,11 +269,12 @@ def best_rows(study: optuna.Study, objectives: Sequence[str]) -> list[dict[str, 
         trials = sorted(study.best_trials, key=lambda t: t.number)
     rows = []
     for t in trials:
-        hp = t.user_attrs.get(f"{ATTR}metrics", {}).get("hparams", {})
+        metrics = t.user_attrs.get(f"{ATTR}metrics", {})
+        hp = metrics.get("hparams", {})
         row: dict[str, Any] = {
             "trial": t.number,
             "batch_size": hp.get("batch_size", t.params.get("batch_size")),
-            "lr": t.user_attrs.get(f"{ATTR}effective_lr"),
+            "lr": metrics.get("effective_lr"),
             "optimizer": hp.get("optimizer", t.params.get("optimizer")),
         }
         for name, value in zip(objectives, t.values or [], strict=False):

@@ -144,3 +144,103 @@ def test_fashion_mnist_study_trains(tmp_path: Path) -> None:
     result = json.loads(out.stdout)
     assert result["val_accuracy"] > 0.8 and result["test_accuracy"] > 0.8
     assert result["peak_memory_mb"] > 1
+
+
+def test_validate(write_study) -> None:
+    out = bstune("validate", REPO / "studies" / "digits.yaml")
+    assert out.returncode == 0 and "ok" in out.stdout and "digits-batch-size" in out.stdout
+    out = bstune("validate", write_study(sampler={"name": "cmaes"}))
+    assert out.returncode == 2
+    assert "cmaes supports single-objective studies only" in out.stderr
+    out = bstune("validate", write_study(search_space={"lr": {"low": 1, "high": 0.1}}))
+    assert out.returncode == 2 and "low (1.0) must not be greater than high (0.1)" in out.stderr
+
+
+def test_optimize_digits_end_to_end_and_resume(tmp_path: Path) -> None:
+    import optuna
+
+    db = tmp_path / "digits.db"
+    args = ["optimize", REPO / "studies" / "digits.yaml", "--storage", f"sqlite:///{db}"]
+    out = bstune(*args, "--n-trials", "3", "--epochs", "1", "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    assert "3 trials: 3 complete" in out.stdout
+    assert "Pareto front of study 'digits-batch-size'" in out.stdout
+    header = next(line for line in out.stdout.splitlines() if line.strip().startswith("trial"))
+    for column in (
+        "batch_size",
+        "lr",
+        "optimizer",
+        "val_accuracy",
+        "train_time (s)",
+        "peak_memory (MB)",
+    ):
+        assert column in header
+    assert "not pruned" in out.stderr  # multi-objective: said once
+    out = bstune(*args, "--n-trials", "2", "--epochs", "1", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "3 trials stored; adding 2 trials" in out.stderr
+    study = optuna.load_study(study_name="digits-batch-size", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 5
+    assert "batch_size" in study.trials[0].params  # the real batch size, not an exponent
+    assert study.user_attrs["bstune:study_file"] == (REPO / "studies" / "digits.yaml").read_text()
+
+
+def test_optimize_single_objective_lists_failures(write_study, tmp_path: Path) -> None:
+    study = write_study(
+        objectives=["val_loss"],
+        model={"name": "models:broken"},
+        training={"epochs": 1, "device": "cpu"},
+        search_space={"batch_size": 64, "optimizer": "adam", "dropout": {"low": 0.0, "high": 0.5}},
+        sampler={"name": "random", "seed": 3},
+    )
+    out = bstune("optimize", study, "--n-trials", "6", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    failed = [
+        line
+        for line in out.stderr.splitlines()
+        if "failed: ValueError: dropout above 0.25" in line
+    ]
+    assert failed and f"{len(failed)} fail" in out.stdout
+    assert "best trials of study" in out.stdout and "val_loss" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_optimize_exits_1_when_every_trial_fails(write_study) -> None:
+    study = write_study(
+        model={"name": "models:not_a_module"}, training={"epochs": 1, "device": "cpu"}
+    )
+    out = bstune("optimize", study, "--n-trials", "2", "--no-progress")
+    assert out.returncode == 1
+    assert "2 trials: 2 fail" in out.stdout
+    assert "returned str, expected a torch.nn.Module" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-trials", "0"], "expected a positive integer"),
+        (["--timeout", "-5"], "expected a positive number of seconds"),
+        (["--storage", "nosuch://x"], "cannot open it"),
+        (
+            ["--storage", "postgresql://u:hunter2@127.0.0.1:1/db"],
+            "postgresql://u:***@127.0.0.1:1/db",
+        ),
+    ],
+)
+def test_optimize_bad_arguments_exit_2(write_study, args: list[str], message: str) -> None:
+    out = bstune("optimize", write_study(), *args)
+    assert out.returncode == 2 and message in out.stderr
+    assert "hunter2" not in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(
+    not FASHION_DEBIAN.is_dir(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_optimize_fashion_mnist_with_small_overrides(tmp_path: Path) -> None:
+    out = bstune(
+        "optimize", REPO / "studies" / "fashion_mnist.yaml", "--storage", f"sqlite:///{tmp_path}/fm.db",
+        "--n-trials", "2", "--epochs", "1", "--device", "cpu", "--seed", "0", "--no-progress",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "2 trials:" in out.stdout and "Pareto front" in out.stdout
