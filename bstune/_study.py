@@ -31,6 +31,7 @@ __all__ = [
     "OptimizeSummary",
     "make_pruner",
     "make_sampler",
+    "mask_url",
     "open_storage",
     "open_study",
     "run_study",
@@ -45,20 +46,31 @@ def open_storage(url: str) -> BaseStorage:
     Raises:
         ConfigError: the URL's scheme is unknown, its driver is missing, or it cannot be opened.
     """
-    if url.startswith("journal:///"):
-        path = Path(url.removeprefix("journal:///"))
+    from sqlalchemy.exc import SQLAlchemyError
+
+    expected = (
+        "expected a URL such as sqlite:///study.db, postgresql://user@host/db, "
+        "mysql+pymysql://user@host/db or journal:///study.log"
+    )
+    if url.startswith("journal:///"):  # like sqlite:///, three slashes then the path
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        path = url.removeprefix("journal:///")
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+        except OSError as e:
+            raise ConfigError(f"storage {url}: cannot open the journal file ({e})") from None
     try:
         storage = optuna.storages.RDBStorage(url)
-    except ImportError as e:
-        raise ConfigError(f"storage {_mask(url)}: a database driver is missing ({e})") from None
-    except Exception as e:  # SQLAlchemy's many URL and connection errors
+    except ImportError:
+        raise ConfigError(
+            f"storage {mask_url(url)}: its database driver is not installed; for postgresql:// "
+            f"install bstune[postgres], for MySQL use mysql+pymysql:// with bstune[mysql]"
+        ) from None
+    except SQLAlchemyError as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"storage {_mask(url)}: cannot open it ({reason}); expected a URL such as "
-            f"sqlite:///study.db, postgresql://user@host/db or journal:///study.log"
+            f"storage {mask_url(url)}: cannot open it ({reason}); {expected}"
         ) from None
     if url.startswith("sqlite"):
         _sqlite_wal(storage)
@@ -78,7 +90,7 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened before the listener are replaced
 
 
-def _mask(url: str) -> str:
+def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***``."""
     from sqlalchemy.engine import make_url
 
@@ -183,12 +195,12 @@ def open_study(
     stored = study.user_attrs.get(f"{ATTR}objectives")
     if stored is not None and stored != list(cfg.objectives):
         raise ConfigError(
-            f"study {name!r} in {_mask(url)} optimises {stored}, but the study file says "
+            f"study {name!r} in {mask_url(url)} optimises {stored}, but the study file says "
             f"{list(cfg.objectives)}; use another study.name or storage"
         )
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(
-            f"study {name!r} in {_mask(url)} has directions "
+            f"study {name!r} in {mask_url(url)} has directions "
             f"{[d.name.lower() for d in study.directions]}, expected {directions}"
         )
     if stored is None:

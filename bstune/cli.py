@@ -178,7 +178,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
     from bstune._objective import UNITS
-    from bstune._study import _mask, best_rows, open_study, run_study
+    from bstune._study import best_rows, mask_url, open_study, run_study
 
     cfg = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # bstune prints what matters below
@@ -187,7 +187,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     timeout = args.timeout or (None if args.n_trials else cfg.budget.timeout)
     url = args.storage or cfg.storage_url
     print(
-        f"study {study.study_name!r} in {_mask(url)}: {len(study.trials)} trials stored; "
+        f"study {study.study_name!r} in {mask_url(url)}: {len(study.trials)} trials stored; "
         f"adding {n_trials or 'unlimited'} trials"
         + (f" (at most {timeout:g} s)" if timeout else ""),
         file=sys.stderr,
