@@ -28,6 +28,7 @@ import optuna
 from bstune._config import StudyConfig
 from bstune._data import Dataset, load_dataset
 from bstune._engine import EpochStats, RunSpec, TrainResult, train
+from bstune._pruning import report
 from bstune._space import suggest
 
 __all__ = ["DIRECTIONS", "UNITS", "Objective", "objective_values"]
@@ -60,8 +61,8 @@ class Objective:
     """A study file's objective, callable by ``study.optimize``.
 
     The data set is loaded on the first call and shared by every trial of this process.
-    Single-objective studies report validation loss each epoch (the step is the epoch: equal
-    data seen whatever the batch size) and prune with the study's pruner.
+    Every epoch reports validation loss and asks the study's pruner (the step is the epoch:
+    equal data seen whatever the batch size), in single- and multi-objective studies alike.
     """
 
     def __init__(self, config: StudyConfig) -> None:
@@ -93,14 +94,18 @@ class Objective:
         sampled = suggest(trial, self.config.search_space)
         spec = RunSpec.from_study(self.config, self.dataset, sampled.hparams)
         curves: list[EpochStats] = []
-        prune = len(self.objectives) == 1
+        n_train = len(self.dataset.train)
+        seen = 0
 
         def on_epoch(stats: EpochStats) -> None:
+            nonlocal seen
             curves.append(stats)
-            if prune:
-                trial.report(stats.val_loss, step=stats.epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}")
+            # The step is the number of whole passes over the training split the trial has
+            # seen: the epoch when every epoch sees every example (drop_last: false), and equal
+            # data seen for every batch size when epochs drop a partial batch.
+            step_before, seen = seen // n_train, seen + stats.samples
+            if seen // n_train > step_before:
+                report(trial, seen // n_train, stats.val_loss)
 
         start = time.perf_counter()
         try:

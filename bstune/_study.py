@@ -10,7 +10,6 @@ nothing; only a power cut or OS crash can lose the last commits, never corrupt t
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,8 +35,6 @@ __all__ = [
     "open_study",
     "run_study",
 ]
-
-_logger = logging.getLogger("bstune")
 
 
 def open_storage(url: str) -> BaseStorage:
@@ -248,13 +245,6 @@ def run_study(
 ) -> OptimizeSummary:
     """Run trials: a bad trial (divergence: PRUNED; an exception: FAIL) never stops the study."""
     objective = objective or Objective(cfg)
-    multi = len(cfg.objectives) > 1
-    if multi and cfg.pruner.name != "none":
-        _logger.warning(
-            "multi-objective study: trials are not pruned (pruner %r unused); "
-            "a diverging trial still stops early",
-            cfg.pruner.name,
-        )
     before = {t.number for t in study.get_trials(deepcopy=False)}
     study.optimize(
         objective,

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from bstune import ConfigError
 from bstune._config import parse_study
 from bstune._objective import Objective
+from bstune._pruning import val_loss_curve
 from bstune._study import make_sampler, open_storage, open_study, run_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -123,9 +124,12 @@ def test_resuming_with_other_objectives_is_refused(tmp_path: Path) -> None:
         open_study(other, storage=url)
 
 
-def test_single_objective_pruning_prunes_a_hopeless_trial(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "objectives", [["val_loss"], ["val_accuracy", "train_time", "peak_memory"]]
+)
+def test_pruning_prunes_a_hopeless_trial(tmp_path: Path, objectives: list[str]) -> None:
     cfg = config(
-        objectives=["val_loss"],
+        objectives=objectives,
         training={"epochs": 6, "device": "cpu"},
         pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
         search_space={"batch_size": 64, "lr": {"low": 1e-7, "high": 1e-1}, "optimizer": "adam"},
@@ -137,12 +141,14 @@ def test_single_objective_pruning_prunes_a_hopeless_trial(tmp_path: Path) -> Non
     hopeless = study.trials[2]
     assert hopeless.state == TrialState.PRUNED
     # reported by epoch, pruned early, its partial curve kept
-    assert max(hopeless.intermediate_values) < 6
+    steps = max(val_loss_curve(hopeless))
+    assert steps < 6
     m = hopeless.user_attrs["bstune:metrics"]
-    assert m["stopped"].startswith("pruned after epoch")
-    assert len(m["curves"]["val_loss"]) == max(hopeless.intermediate_values)
+    assert m["stopped"].startswith(f"pruned at step {steps}")
+    assert len(m["curves"]["val_loss"]) == steps
     assert [t.state for t in study.trials[:2]] == [TrialState.COMPLETE] * 2
-    assert sorted(study.trials[0].intermediate_values) == [1, 2, 3, 4, 5, 6]
+    assert sorted(val_loss_curve(study.trials[0])) == [1, 2, 3, 4, 5, 6]
+    assert hopeless not in study.best_trials
 
 
 @pytest.mark.parametrize("objectives", [["val_loss"], ["val_accuracy", "train_time"]])
@@ -254,3 +260,26 @@ def test_objective_exposes_directions_and_metric_names() -> None:
     objective = Objective(config(objectives=["val_accuracy", "throughput", "val_loss"]))
     assert objective.directions == ["maximize", "maximize", "minimize"]
     assert objective.metric_names == ["val_accuracy", "throughput", "val_loss"]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])
+def test_multi_objective_samplers_with_many_pruned_trials(tmp_path: Path, sampler: str) -> None:
+    """Optuna's MO TPE reads study.direction (which raises) if pruned trials carry intermediate
+    values; bstune keeps its curves elsewhere, so every sampler keeps working."""
+    cfg = config(
+        sampler={"name": sampler, "seed": 0, "n_startup_trials": 3}
+        if sampler == "tpe"
+        else {"name": sampler, "seed": 0},
+        training={"epochs": 4, "device": "cpu"},
+        pruner={"name": "percentile", "percentile": 60, "n_startup_trials": 2},
+        search_space={
+            "batch_size": {"low": 64, "high": 256},
+            "lr": {"low": 1e-6, "high": 1e-1},
+            "optimizer": ["sgd", "adam"],
+        },
+    )
+    study = open_study(cfg, storage=f"sqlite:///{tmp_path}/m.db")
+    summary = run_study(study, cfg, n_trials=24)
+    assert summary.count(TrialState.FAIL) == 0
+    assert summary.count(TrialState.PRUNED) >= 3
+    assert summary.count(TrialState.COMPLETE) >= 3

@@ -1,0 +1,133 @@
+"""Multi-objective pruning decides as Optuna's pruners do in a single-objective study."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bstune._pruning import report, val_loss_curve
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def recorded_curves(n: int = 40, steps: int = 12, seed: int = 0) -> list[list[float]]:
+    """Learning curves of the shapes trials produce: decaying, plateauing, noisy, diverging."""
+    rng = np.random.default_rng(seed)
+    curves = []
+    for _ in range(n):
+        floor, scale, rate = rng.uniform(0.1, 1.5), rng.uniform(0.2, 2.0), rng.uniform(0.05, 0.8)
+        t = np.arange(1, steps + 1)
+        curve = floor + scale * np.exp(-rate * t) + rng.normal(0, 0.03, steps)
+        if rng.random() < 0.1:  # a few go the wrong way
+            curve = curve + np.linspace(0, rng.uniform(0.5, 2), steps)
+        curves.append([float(v) for v in curve])
+    return curves
+
+
+PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+    "percentile": lambda: optuna.pruners.PercentilePruner(
+        40.0, n_startup_trials=2, interval_steps=2
+    ),
+    "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=3
+    ),
+    "successive_halving_auto": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(
+        min_resource=1, max_resource=12, reduction_factor=3
+    ),
+    "hyperband_auto": lambda: optuna.pruners.HyperbandPruner(),
+    "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.2),
+    "patient": lambda: optuna.pruners.PatientPruner(
+        optuna.pruners.MedianPruner(n_startup_trials=3), patience=2
+    ),
+}
+
+
+def optuna_single_objective(
+    pruner: optuna.pruners.BasePruner, curves: list[list[float]]
+) -> list[int | None]:
+    study = optuna.create_study(study_name="curves", direction="minimize", pruner=pruner)
+    decisions: list[int | None] = []
+    for curve in curves:
+        trial = study.ask()
+        pruned_at = None
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+            if trial.should_prune():
+                pruned_at = step
+                break
+        decisions.append(pruned_at)
+        if pruned_at is None:
+            study.tell(trial, curve[-1])
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    return decisions
+
+
+def bstune_multi_objective(
+    pruner: optuna.pruners.BasePruner, curves: list[list[float]], storage=None
+) -> list[int | None]:
+    study = optuna.create_study(
+        study_name="curves", directions=["minimize", "maximize"], pruner=pruner, storage=storage
+    )
+    decisions: list[int | None] = []
+    for curve in curves:
+        trial = study.ask()
+        pruned_at = None
+        try:
+            for step, value in enumerate(curve, start=1):
+                pruned_at = step
+                report(trial, step, value)
+            pruned_at = None
+        except optuna.TrialPruned:
+            pass
+        decisions.append(pruned_at)
+        if pruned_at is None:
+            study.tell(trial, [curve[-1], 1.0])
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    return decisions
+
+
+@pytest.mark.parametrize("name", sorted(PRUNERS))
+def test_same_decisions_as_optuna_single_objective(name: str) -> None:
+    curves = recorded_curves()
+    expected = optuna_single_objective(PRUNERS[name](), curves)
+    got = bstune_multi_objective(PRUNERS[name](), curves)
+    assert got == expected
+    if name != "wilcoxon":
+        assert any(d is not None for d in expected), "the curves should make this pruner prune"
+
+
+def test_same_decisions_through_sqlite(tmp_path) -> None:
+    curves = recorded_curves(n=25)
+    expected = optuna_single_objective(PRUNERS["median"](), curves)
+    assert (
+        bstune_multi_objective(PRUNERS["median"](), curves, f"sqlite:///{tmp_path}/p.db")
+        == expected
+    )
+
+
+def test_pruned_trials_keep_their_curve_and_stay_off_the_front() -> None:
+    curves = recorded_curves(n=20)
+    study = optuna.create_study(directions=["minimize", "maximize"], pruner=PRUNERS["median"]())
+    for curve in curves:
+        trial = study.ask()
+        try:
+            for step, value in enumerate(curve, start=1):
+                report(trial, step, value)
+            study.tell(trial, [curve[-1], 1.0])
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned
+    for t in pruned:
+        curve = val_loss_curve(t)
+        assert list(curve) == list(range(1, len(curve) + 1))
+        assert t.intermediate_values == {}  # kept out of Optuna's: the MO TPE trap
+    assert all(t.state == TrialState.COMPLETE for t in study.best_trials)
