@@ -71,6 +71,7 @@ class Objective:
         self.directions = [DIRECTIONS[o] for o in self.objectives]
         self.metric_names = self.objectives
         self.engine_seconds = 0.0  # wall time inside the engine, for overhead measurements
+        self.before_trial: Callable[[], None] | None = None  # e.g. refresh the curves figure
         self._dataset: Dataset | None = None
 
     @property
@@ -91,6 +92,8 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float | list[float]:
+        if self.before_trial is not None:
+            self.before_trial()
         sampled = suggest(trial, self.config.search_space)
         spec = RunSpec.from_study(self.config, self.dataset, sampled.hparams)
         curves: list[EpochStats] = []

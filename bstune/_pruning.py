@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Container, Sequence
+from collections.abc import Container
 from typing import Any
 
 import optuna
@@ -134,8 +134,3 @@ class _ValLossStorage:
         if not done:
             raise ValueError("No trials are completed yet.")
         return min(done, key=lambda t: t.values[0])
-
-
-def epochs_of(trials: Sequence[FrozenTrial]) -> int:
-    """Epochs trained over ``trials`` (the steps of their curves)."""
-    return sum(max(val_loss_curve(t), default=0) for t in trials)

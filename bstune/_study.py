@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bstune import __version__
 from bstune._config import ConfigError, StudyConfig
+from bstune._curves import CurvesRefresher
 from bstune._objective import ATTR, DIRECTIONS, Objective
 from bstune._space import grid_space
 
@@ -245,6 +246,9 @@ def run_study(
 ) -> OptimizeSummary:
     """Run trials: a bad trial (divergence: PRUNED; an exception: FAIL) never stops the study."""
     objective = objective or Objective(cfg)
+    figure = CurvesRefresher(study) if len(cfg.objectives) > 1 else None
+    if figure is not None:  # the dashboard draws single-objective curves itself
+        objective.before_trial = figure.maybe_refresh
     before = {t.number for t in study.get_trials(deepcopy=False)}
     study.optimize(
         objective,
@@ -255,6 +259,8 @@ def run_study(
         show_progress_bar=show_progress_bar,
         gc_after_trial=False,
     )
+    if figure is not None:
+        figure.refresh()
     new = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
     return OptimizeSummary(study, new)
 

@@ -243,3 +243,44 @@ def test_optimize_fashion_mnist_with_small_overrides(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "2 trials:" in out.stdout and "Pareto front" in out.stdout
+
+
+def test_two_processes_prune_one_multi_objective_study(write_study, tmp_path: Path) -> None:
+    import optuna
+
+    study_file = write_study(
+        training={"epochs": 6, "device": "cpu"},
+        search_space={"batch_size": {"low": 32, "high": 128}, "lr": {"low": 1e-6, "high": 1e-1}},
+        pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+        sampler={"name": "random"},
+    )
+    url = f"sqlite:///{tmp_path}/shared.db"
+    exe = Path(sys.executable).with_name("bstune")
+    procs = [
+        subprocess.Popen(
+            [
+                str(exe),
+                "optimize",
+                str(study_file),
+                "--storage",
+                url,
+                "--n-trials",
+                "10",
+                "--seed",
+                str(seed),
+                "--no-progress",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="study", storage=url)
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 20 and "FAIL" not in states and "RUNNING" not in states
+    assert len({t.number for t in study.trials}) == 20
+    assert "PRUNED" in states

@@ -131,3 +131,31 @@ def test_pruned_trials_keep_their_curve_and_stay_off_the_front() -> None:
         assert list(curve) == list(range(1, len(curve) + 1))
         assert t.intermediate_values == {}  # kept out of Optuna's: the MO TPE trap
     assert all(t.state == TrialState.COMPLETE for t in study.best_trials)
+
+
+def test_two_workers_share_curves_through_the_storage(tmp_path) -> None:
+    """Two study handles on one storage, taking turns: each decides on the other's curves,
+    and together they decide as one single-objective study would."""
+    curves = recorded_curves(n=24)
+    expected = optuna_single_objective(PRUNERS["median"](), curves)
+    url = f"sqlite:///{tmp_path}/shared.db"
+    optuna.create_study(study_name="curves", storage=url, directions=["minimize", "maximize"])
+    workers = [
+        optuna.load_study(study_name="curves", storage=url, pruner=PRUNERS["median"]())
+        for _ in range(2)
+    ]
+    decisions: list[int | None] = []
+    for i, curve in enumerate(curves):
+        study = workers[i % 2]
+        trial = study.ask()
+        pruned_at = None
+        try:
+            for step, value in enumerate(curve, start=1):
+                pruned_at = step
+                report(trial, step, value)
+            pruned_at = None
+            study.tell(trial, [curve[-1], 1.0])
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        decisions.append(pruned_at)
+    assert decisions == expected

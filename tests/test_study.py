@@ -251,6 +251,15 @@ def test_optuna_dashboard_lists_the_study_and_its_trials(tmp_path: Path) -> None
         assert detail["objective_names"] == ["val_accuracy", "train_time", "peak_memory"]
         attrs = {a["key"] for a in detail["trials"][0]["user_attrs"]}
         assert "bstune:metrics" in attrs
+        # the learning-curve figure of a multi-objective study, one line per finished trial
+        (figure,) = [
+            g for g in detail["plotly_graph_objects"] if g["id"] == "bstune-learning-curves"
+        ]
+        traces = json.loads(figure["graph_object"])["data"]
+        assert sorted(t["name"] for t in traces) == sorted(
+            f"trial {t.number} (batch {t.params['batch_size']})"
+            for t in optuna.load_study(study_name=cfg.study_name, storage=url).trials
+        )
     finally:
         server.shutdown()
         server.server_close()
