@@ -42,21 +42,26 @@ def save_learning_curves(study: optuna.Study) -> None:
     import plotly.graph_objects as go
     from optuna_dashboard import save_plotly_graph_object
 
+    # Two traces (complete, pruned), curves separated by gaps: a figure of hundreds of trials
+    # stays small and quick to save; hovering names the trial and its batch size.
     fig = go.Figure()
-    for c in learning_curves(study.get_trials(deepcopy=False)):
-        pruned = c["state"] == "PRUNED"
+    for state, style in (("COMPLETE", {"width": 1.5}), ("PRUNED", {"width": 1, "dash": "dot"})):
+        xs: list[int | None] = []
+        ys: list[float | None] = []
+        labels: list[str | None] = []
+        for c in learning_curves(study.get_trials(deepcopy=False)):
+            if c["state"] != state:
+                continue
+            n = len(c["val_loss"])
+            xs += [*range(1, n + 1), None]
+            ys += [*c["val_loss"], None]
+            labels += [f"trial {c['number']} (batch {c['batch_size']})"] * n + [None]
         fig.add_trace(
-            go.Scatter(
-                x=list(range(1, len(c["val_loss"]) + 1)),
-                y=c["val_loss"],
-                mode="lines",
-                name=f"trial {c['number']} (batch {c['batch_size']})",
-                line={"dash": "dot", "width": 1} if pruned else {"width": 2},
-                opacity=0.5 if pruned else 0.9,
-            )
-        )
+            go.Scatter(x=xs, y=ys, text=labels, mode="lines", name=state.lower(), line=style,
+                       hovertemplate="%{text}<br>epoch %{x}: %{y:.4g}<extra></extra>")
+        )  # fmt: skip
     fig.update_layout(
-        title="Validation loss per epoch (dotted: pruned)",
+        title="Validation loss per epoch (bstune)",
         xaxis_title="epoch (equal data seen)",
         yaxis_title="validation loss",
         yaxis_type="log",

@@ -10,6 +10,7 @@ trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
 * ``hparams`` — every hyperparameter of the run;
 * ``curves`` — per epoch ``train_loss``, ``val_loss``, ``val_accuracy``, ``epoch_time_s``
   (training phase), ``samples_per_s``;
+* ``val_loss_by_step`` — the validation-loss curve by reported step (what pruners compare);
 * ``stopped`` — why the run ended early (a non-finite loss, or pruning), if it did.
 
 A trial that raised stores ``bstune:error`` (type and message) and ``bstune:traceback``.
@@ -71,6 +72,7 @@ class Objective:
         self.directions = [DIRECTIONS[o] for o in self.objectives]
         self.metric_names = self.objectives
         self.engine_seconds = 0.0  # wall time inside the engine, for overhead measurements
+        self.report_seconds = 0.0  # of which reporting and pruning decisions
         self.before_trial: Callable[[], None] | None = None  # e.g. refresh the curves figure
         self._dataset: Dataset | None = None
 
@@ -97,6 +99,7 @@ class Objective:
         sampled = suggest(trial, self.config.search_space)
         spec = RunSpec.from_study(self.config, self.dataset, sampled.hparams)
         curves: list[EpochStats] = []
+        by_step: dict[int, float] = {}
         n_train = len(self.dataset.train)
         seen = 0
 
@@ -108,17 +111,22 @@ class Objective:
             # data seen for every batch size when epochs drop a partial batch.
             step_before, seen = seen // n_train, seen + stats.samples
             if seen // n_train > step_before:
-                report(trial, seen // n_train, stats.val_loss)
+                by_step[seen // n_train] = stats.val_loss
+                start = time.perf_counter()
+                try:
+                    report(trial, seen // n_train, stats.val_loss, persist=False)
+                finally:
+                    self.report_seconds += time.perf_counter() - start
 
         start = time.perf_counter()
         try:
             result = train(spec, on_epoch=on_epoch)
         except optuna.TrialPruned as pruned:
-            _record(trial, sampled.hparams.__dict__, curves, None, stopped=str(pruned))
+            _record(trial, sampled.hparams.__dict__, curves, by_step, None, str(pruned))
             raise
         finally:
             self.engine_seconds += time.perf_counter() - start
-        _record(trial, sampled.hparams.__dict__, result.epochs, result, stopped=result.diverged)
+        _record(trial, sampled.hparams.__dict__, result.epochs, by_step, result, result.diverged)
         if result.diverged:
             # PRUNED, not FAIL: samplers learn from pruned trials that this region is bad.
             raise optuna.TrialPruned(result.diverged)
@@ -130,6 +138,7 @@ def _record(
     trial: optuna.Trial,
     hparams: dict[str, Any],
     curves: Sequence[EpochStats],
+    by_step: dict[int, float],
     result: TrainResult | None,
     stopped: str | None,
 ) -> None:
@@ -152,6 +161,7 @@ def _record(
         "epoch_time_s": [e.train_time_s for e in curves],
         "samples_per_s": [e.samples_per_s for e in curves],
     }
+    metrics["val_loss_by_step"] = {str(k): v for k, v in by_step.items()}
     if stopped:
         metrics["stopped"] = stopped
     trial.set_user_attr(f"{ATTR}metrics", _finite(metrics))

@@ -82,6 +82,7 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
         cursor = conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")  # processes sharing the file wait, not fail
         cursor.close()
 
     event.listen(storage.engine, "connect", pragmas)

@@ -256,10 +256,9 @@ def test_optuna_dashboard_lists_the_study_and_its_trials(tmp_path: Path) -> None
             g for g in detail["plotly_graph_objects"] if g["id"] == "bstune-learning-curves"
         ]
         traces = json.loads(figure["graph_object"])["data"]
-        assert sorted(t["name"] for t in traces) == sorted(
-            f"trial {t.number} (batch {t.params['batch_size']})"
-            for t in optuna.load_study(study_name=cfg.study_name, storage=url).trials
-        )
+        labels = {label for trace in traces for label in trace["text"] if label}
+        trials = optuna.load_study(study_name=cfg.study_name, storage=url).trials
+        assert labels == {f"trial {t.number} (batch {t.params['batch_size']})" for t in trials}
     finally:
         server.shutdown()
         server.server_close()
@@ -292,3 +291,20 @@ def test_multi_objective_samplers_with_many_pruned_trials(tmp_path: Path, sample
     assert summary.count(TrialState.FAIL) == 0
     assert summary.count(TrialState.PRUNED) >= 3
     assert summary.count(TrialState.COMPLETE) >= 3
+
+
+def test_steps_are_equal_data_seen_when_epochs_drop_a_partial_batch(tmp_path: Path) -> None:
+    cfg = config(
+        training={"epochs": 5, "device": "cpu", "drop_last": True},
+        search_space={"batch_size": 1000, "lr": {"low": 0.01, "high": 0.01}, "optimizer": "adam"},
+        pruner={"name": "median", "n_startup_trials": 100},  # asks, never prunes
+    )
+    study = open_study(cfg, storage=f"sqlite:///{tmp_path}/steps.db")
+    run_study(study, cfg, n_trials=1)
+    (trial,) = study.trials
+    n_train = len(Objective(cfg).dataset.train)
+    assert 1000 < n_train < 1500  # an epoch sees 1000 examples: less than one pass
+    # steps are whole passes over the training split: after 1000, 2000, ... 5000 examples
+    expected = sorted({k * 1000 // n_train for k in range(1, 6)} - {0})
+    assert sorted(val_loss_curve(trial)) == expected
+    assert len(trial.user_attrs["bstune:metrics"]["curves"]["val_loss"]) == 5
