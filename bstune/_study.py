@@ -10,9 +10,12 @@ nothing; only a power cut or OS crash can lose the last commits, never corrupt t
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +62,7 @@ def open_storage(url: str) -> BaseStorage:
         except OSError as e:
             raise ConfigError(f"storage {url}: cannot open the journal file ({e})") from None
     try:
-        storage = optuna.storages.RDBStorage(url)
+        storage = _open_rdb(url)
     except ImportError:
         raise ConfigError(
             f"storage {mask_url(url)}: its database driver is not installed; for postgresql:// "
@@ -73,6 +76,51 @@ def open_storage(url: str) -> BaseStorage:
     if url.startswith("sqlite"):
         _sqlite_wal(storage)
     return storage
+
+
+def _open_rdb(url: str, attempts: int = 10) -> optuna.storages.RDBStorage:
+    """RDBStorage(url), safe when several processes open the same new database at once.
+
+    Creating a database's tables is not atomic in Optuna: two workers opening a fresh SQLite
+    file at once fail ("table studies already exists", a unique-constraint error on the schema
+    version). For SQLite files bstune holds an exclusive lock on the file's folder while opening;
+    elsewhere it retries such errors a few times.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if database and database != ":memory:":
+        folder = os.path.dirname(os.path.abspath(database))
+        with _folder_lock(folder):
+            return optuna.storages.RDBStorage(url)
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (OperationalError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (a race there fails with a clear error)
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a missing folder: let SQLite report it
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
