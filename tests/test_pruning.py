@@ -75,8 +75,16 @@ def bstune_multi_objective(
     study = optuna.create_study(
         study_name="curves", directions=["minimize", "maximize"], pruner=pruner, storage=storage
     )
+    return replay(lambda i: study, curves)
+
+
+def replay(
+    study_for: Callable[[int], optuna.Study], curves: list[list[float]]
+) -> list[int | None]:
+    """Each curve as one trial through bstune's report(); the step each was pruned at, or None."""
     decisions: list[int | None] = []
-    for curve in curves:
+    for i, curve in enumerate(curves):
+        study = study_for(i)
         trial = study.ask()
         pruned_at = None
         try:
@@ -84,13 +92,10 @@ def bstune_multi_objective(
                 pruned_at = step
                 report(trial, step, value)
             pruned_at = None
-        except optuna.TrialPruned:
-            pass
-        decisions.append(pruned_at)
-        if pruned_at is None:
             study.tell(trial, [curve[-1], 1.0])
-        else:
+        except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
+        decisions.append(pruned_at)
     return decisions
 
 
@@ -144,18 +149,5 @@ def test_two_workers_share_curves_through_the_storage(tmp_path) -> None:
         optuna.load_study(study_name="curves", storage=url, pruner=PRUNERS["median"]())
         for _ in range(2)
     ]
-    decisions: list[int | None] = []
-    for i, curve in enumerate(curves):
-        study = workers[i % 2]
-        trial = study.ask()
-        pruned_at = None
-        try:
-            for step, value in enumerate(curve, start=1):
-                pruned_at = step
-                report(trial, step, value)
-            pruned_at = None
-            study.tell(trial, [curve[-1], 1.0])
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        decisions.append(pruned_at)
+    decisions = replay(lambda i: workers[i % 2], curves)
     assert decisions == expected
