@@ -39,6 +39,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 import bstune
 from bstune._config import DatasetConfig, ModelConfig
+from bstune._data import stratified_split
 from bstune._idx import IDX_SETS, find_or_fetch, read_idx
 
 HIDDEN, CLASSES, PIXELS = 128, 10, 784
@@ -155,8 +156,6 @@ def main() -> None:
     paths = find_or_fetch(idx_set)
     images = torch.from_numpy(read_idx(paths[0], idx_set.files[0].raw_md5).copy())
     labels = torch.from_numpy(read_idx(paths[1], idx_set.files[1].raw_md5).astype(np.int64))
-    from bstune._data import stratified_split
-
     keep, _ = stratified_split(labels.numpy(), 0.1, 0)
     example_ds = FashionMNISTLikeTorchvision(images[keep], labels[keep])
 

@@ -13,13 +13,17 @@ from typing import Any
 
 import optuna
 
-from bstune._config import ConfigError, FloatRange, LrRange, SearchSpaceConfig
+from bstune._config import FLOAT_PARAMS, ConfigError, FloatRange, LrRange, SearchSpaceConfig
 from bstune._optim import Hyperparams
 
 __all__ = ["Sampled", "fixed_hparams", "grid_space", "lr_param_name", "scaled_lr", "suggest"]
 
-_MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
-_BETA_OPTIMIZERS = ("adam", "adamw")
+# Parameters that apply to some optimizers only, and which.
+_CONDITIONAL = {
+    "momentum": ("momentum", "nesterov"),
+    "beta1": ("adam", "adamw"),
+    "beta2": ("adam", "adamw"),
+}
 
 
 def scaled_lr(base_lr: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
@@ -76,14 +80,8 @@ def suggest(trial: optuna.Trial, space: SearchSpaceConfig, prefix: str = "") -> 
         else str(trial.suggest_categorical(f"{prefix}optimizer", list(space.optimizer)))
     )
     values: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "optimizer": optimizer}
-    conditional = {
-        "momentum": optimizer in _MOMENTUM_OPTIMIZERS,
-        "beta1": optimizer in _BETA_OPTIMIZERS,
-        "beta2": optimizer in _BETA_OPTIMIZERS,
-    }
-    for name in ("momentum", "beta1", "beta2", "weight_decay", "dropout", "label_smoothing",
-                 "warmup_epochs"):  # fmt: skip
-        if conditional.get(name, True):
+    for name in FLOAT_PARAMS:
+        if name != "lr" and optimizer in _CONDITIONAL.get(name, (optimizer,)):
             value = _float(trial, f"{prefix}{name}", getattr(space, name))
             if value is not None:
                 values[name] = value
@@ -112,12 +110,11 @@ def grid_space(space: SearchSpaceConfig) -> dict[str, list[Any]]:
     if len(space.optimizer) > 1:
         grid["optimizer"] = list(space.optimizer)
     problems = []
-    for name in ("lr", "momentum", "beta1", "beta2", "weight_decay", "dropout",
-                 "label_smoothing", "warmup_epochs"):  # fmt: skip
+    for name in FLOAT_PARAMS:
         rng = getattr(space, name)
         if rng is None or rng.low == rng.high:
             continue
-        if name in ("momentum", "beta1", "beta2"):
+        if name in _CONDITIONAL:
             problems.append(
                 f"search_space.{name}: the grid sampler cannot search a parameter that "
                 f"applies to some optimizers only; give it one value"

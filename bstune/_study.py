@@ -317,7 +317,7 @@ def run_study(
 def best_rows(study: optuna.Study, objectives: Sequence[str]) -> list[dict[str, Any]]:
     """The best trials (single objective: the top five; several: the Pareto front), as rows."""
     if len(objectives) == 1:
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         trials = sorted(
             done, key=lambda t: t.value if t.value is not None else math.nan, reverse=reverse
