@@ -14,6 +14,9 @@ largest trial's memory, over both runs of a seed), i.e. the box's far corner. La
 better; 1 would be a perfect, free, memoryless classifier.
 
     python bench/bench_pruning.py [--study studies/digits.yaml] [--n-trials 40] [--seeds 0,1,2]
+                                  [--pruner '{name: median, n_warmup_steps: 3}']
+
+``--pruner`` replaces the study file's pruner (YAML, as in a study file).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import yaml
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
-from bstune._config import load_study, parse_study
+from bstune._config import parse_study
 from bstune._objective import DIRECTIONS
 from bstune._study import open_study, run_study
 
@@ -76,17 +79,21 @@ def main() -> None:
     ap.add_argument("--study", default=str(REPO / "studies" / "digits.yaml"))
     ap.add_argument("--n-trials", type=int, default=40)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--pruner", help="replaces the study file's pruner (YAML)")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    cfg = load_study(args.study)
-    assert cfg.objectives == ["val_accuracy", "train_time", "peak_memory"], cfg.objectives
     data = yaml.safe_load(Path(args.study).read_text())
+    if args.pruner:
+        data["pruner"] = yaml.safe_load(args.pruner)
+    cfg = parse_study(data, source=args.study)
+    assert cfg.objectives == ["val_accuracy", "train_time", "peak_memory"], cfg.objectives
     data["pruner"] = {"name": "none"}
     unpruned_cfg = parse_study(data, source=args.study)
     print(f"study: {args.study}; {args.n_trials} trials per run; pruner "
           f"{cfg.pruner.model_dump()} vs none\n")  # fmt: skip
-    print("| seed | run | complete / pruned | epochs trained | wall time (s) | hypervolume |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| seed | run | complete / pruned | spared by keep_front | epochs trained "
+          "| wall time (s) | hypervolume |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|")
     saved, ratios = [], []
     for seed in [int(x) for x in args.seeds.split(",")]:
         results = {}
@@ -100,8 +107,9 @@ def main() -> None:
         for name, (lv, wall, trials) in results.items():
             hv[name], epochs[name] = hypervolume(lv, scale), epochs_of(trials)
             states = [t.state for t in trials]
+            spared = sum("kept_on_front" in t.user_attrs.get("bstune:metrics", {}) for t in trials)
             print(f"| {seed} | {name} | {states.count(TrialState.COMPLETE)} / "
-                  f"{states.count(TrialState.PRUNED)} | {epochs[name]} | {wall:.1f} | "
+                  f"{states.count(TrialState.PRUNED)} | {spared} | {epochs[name]} | {wall:.1f} | "
                   f"{hv[name]:.4f} |", flush=True)  # fmt: skip
         saved.append(1 - epochs["pruned"] / epochs["unpruned"])
         ratios.append(hv["pruned"] / hv["unpruned"])

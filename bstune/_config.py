@@ -293,7 +293,14 @@ class _NoPruner(_Config):
     name: Literal["none"]
 
 
-class _MedianPruner(_Config):
+class _Pruner(_Config):
+    keep_front: bool = False
+    """Multi-objective studies: do not stop a trial that would be on the Pareto front (by a 5%
+    margin) if it finished now (bstune's ``KeepFront``); the pruner's decisions are otherwise
+    unchanged."""
+
+
+class _MedianPruner(_Pruner):
     name: Literal["median"]
     n_startup_trials: _NonNegInt = 5
     n_warmup_steps: _NonNegInt = 0
@@ -306,7 +313,7 @@ class _PercentilePruner(_MedianPruner):
     percentile: float = Field(25.0, ge=0.0, le=100.0)
 
 
-class _SuccessiveHalvingPruner(_Config):
+class _SuccessiveHalvingPruner(_Pruner):
     name: Literal["successive_halving"]
     min_resource: _PosInt | Literal["auto"] = "auto"
     reduction_factor: int = Field(4, ge=2)
@@ -314,7 +321,7 @@ class _SuccessiveHalvingPruner(_Config):
     bootstrap_count: _NonNegInt = 0
 
 
-class _HyperbandPruner(_Config):
+class _HyperbandPruner(_Pruner):
     name: Literal["hyperband"]
     min_resource: _PosInt = 1
     max_resource: _PosInt | Literal["auto"] = "auto"
@@ -322,17 +329,24 @@ class _HyperbandPruner(_Config):
     bootstrap_count: _NonNegInt = 0
 
 
-class _WilcoxonPruner(_Config):
+class _WilcoxonPruner(_Pruner):
     name: Literal["wilcoxon"]
     p_threshold: float = Field(0.1, ge=0.0, le=1.0)
     n_startup_steps: _NonNegInt = 2
 
 
-class _PatientPruner(_Config):
+class _PatientPruner(_Pruner):
     name: Literal["patient"]
     patience: _NonNegInt = 1
     min_delta: float = Field(0.0, ge=0.0)
     wrapped: PrunerConfig | None = None
+
+    @field_validator("wrapped")
+    @classmethod
+    def _guard_outside(cls, v: Any) -> Any:
+        if v is not None and "keep_front" in v.model_fields_set:
+            raise ValueError("keep_front belongs on the outer pruner, not on wrapped")
+        return v
 
 
 PrunerConfig = Annotated[

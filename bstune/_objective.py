@@ -11,7 +11,8 @@ trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
 * ``curves`` — per epoch ``train_loss``, ``val_loss``, ``val_accuracy``, ``epoch_time_s``
   (training phase), ``samples_per_s``;
 * ``val_loss_by_step`` — the validation-loss curve by reported step (what pruners compare);
-* ``stopped`` — why the run ended early (a non-finite loss, or pruning), if it did.
+* ``stopped`` — why the run ended early (a non-finite loss, or pruning), if it did;
+* ``kept_on_front`` — the steps where the pruner said "prune" and ``keep_front`` overruled it.
 
 A trial that raised stores ``bstune:error`` (type and message) and ``bstune:traceback``.
 """
@@ -100,6 +101,7 @@ class Objective:
         spec = RunSpec.from_study(self.config, self.dataset, sampled.hparams)
         curves: list[EpochStats] = []
         by_step: dict[int, float] = {}
+        kept: list[int] = []  # steps where the pruner said "prune" and KeepFront overruled it
         n_train = len(self.dataset.train)
         seen = 0
 
@@ -114,7 +116,10 @@ class Objective:
                 by_step[seen // n_train] = stats.val_loss
                 start = time.perf_counter()
                 try:
-                    report(trial, seen // n_train, stats.val_loss, persist=False)
+                    projected = _projected(curves, spec.epochs, self.objectives)
+                    if report(trial, seen // n_train, stats.val_loss, persist=False,
+                              projected=projected):  # fmt: skip
+                        kept.append(seen // n_train)
                 finally:
                     self.report_seconds += time.perf_counter() - start
 
@@ -122,11 +127,12 @@ class Objective:
         try:
             result = train(spec, on_epoch=on_epoch)
         except optuna.TrialPruned as pruned:
-            _record(trial, sampled.hparams.__dict__, curves, by_step, None, str(pruned))
+            _record(trial, sampled.hparams.__dict__, curves, by_step, kept, None, str(pruned))
             raise
         finally:
             self.engine_seconds += time.perf_counter() - start
-        _record(trial, sampled.hparams.__dict__, result.epochs, by_step, result, result.diverged)
+        hparams = sampled.hparams.__dict__
+        _record(trial, hparams, result.epochs, by_step, kept, result, result.diverged)
         if result.diverged:
             # PRUNED, not FAIL: samplers learn from pruned trials that this region is bad.
             raise optuna.TrialPruned(result.diverged)
@@ -139,6 +145,7 @@ def _record(
     hparams: dict[str, Any],
     curves: Sequence[EpochStats],
     by_step: dict[int, float],
+    kept: list[int],
     result: TrainResult | None,
     stopped: str | None,
 ) -> None:
@@ -162,9 +169,27 @@ def _record(
         "samples_per_s": [e.samples_per_s for e in curves],
     }
     metrics["val_loss_by_step"] = {str(k): v for k, v in by_step.items()}
+    if kept:
+        metrics["kept_on_front"] = kept
     if stopped:
         metrics["stopped"] = stopped
     trial.set_user_attr(f"{ATTR}metrics", _finite(metrics))
+
+
+def _projected(
+    curves: Sequence[EpochStats], epochs: int, objectives: Sequence[str]
+) -> list[float]:
+    """The objective values a trial would end with, from its first epochs: accuracy and loss as
+    they are now, training time extrapolated to ``epochs``, peak memory and throughput so far."""
+    done = sum(e.train_time_s for e in curves)
+    now = {
+        "val_accuracy": curves[-1].val_accuracy,
+        "val_loss": curves[-1].val_loss,
+        "train_time": done * epochs / len(curves),
+        "peak_memory": max(e.peak_memory_mb for e in curves),
+        "throughput": sum(e.samples for e in curves) / done if done > 0 else 0.0,
+    }
+    return [now[o] for o in objectives]
 
 
 def _finite(d: dict[str, Any]) -> dict[str, Any]:

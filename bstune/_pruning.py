@@ -16,13 +16,25 @@ the storage, so workers sharing a storage see each other's curves.
 The curves stay out of Optuna's intermediate values on purpose: Optuna's multi-objective TPE
 sampler reads ``study.direction`` — which raises in a multi-objective study — when a pruned trial
 carries intermediate values.
+
+Keeping the front (``KeepFront``): a pruner that compares validation loss alone stops trials
+that other objectives would put on the Pareto front — at equal epochs a large batch has taken
+fewer steps, so its loss is higher early, yet it is the fastest trial of the study. Wrapped in
+``KeepFront``, the pruner is asked exactly as above, and a "prune" is overruled while the trial,
+were it to finish with the values the caller projects for it (its accuracy and loss now, its
+training time extrapolated to all its epochs, its peak memory so far), would not be dominated
+by any completed trial, with a margin: a completed trial that is nowhere worse than the
+projection by more than ``margin`` (5%, relative) counts as dominating it, so that a trial is not
+spared for being a hair faster than a better one — within this machine's timing noise. The guard
+only ever overrules a prune, never adds one; without it (or without projected values) decisions
+are exactly Optuna's.
 """
 
 from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from typing import Any
 
 import optuna
@@ -30,13 +42,33 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["CURVE_ATTR", "report", "val_loss_curve"]
+__all__ = ["CURVE_ATTR", "KeepFront", "report", "val_loss_curve"]
 
 CURVE_ATTR = "bstune:val_loss"
 METRICS_ATTR = "bstune:metrics"
 
 
-def report(trial: optuna.Trial, step: int, val_loss: float, *, persist: bool = True) -> None:
+class KeepFront(optuna.pruners.BasePruner):
+    """``pruner``, except that in multi-objective studies it does not stop a trial that would be
+    on the Pareto front by more than ``margin`` (see the module's docstring). In
+    single-objective studies it is ``pruner``."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, margin: float = 0.05) -> None:
+        self.pruner = pruner
+        self.margin = margin
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self.pruner.prune(study, trial)
+
+
+def report(
+    trial: optuna.Trial,
+    step: int,
+    val_loss: float,
+    *,
+    persist: bool = True,
+    projected: Sequence[float] | None = None,
+) -> bool:
     """Report ``val_loss`` at ``step`` (an epoch) and prune if the study's pruner says so.
 
     Single-objective studies use Optuna's ``trial.report``/``should_prune`` as they are;
@@ -46,29 +78,61 @@ def report(trial: optuna.Trial, step: int, val_loss: float, *, persist: bool = T
     ``bstune:metrics``) passes ``persist=False`` and saves a storage write per step. Optuna's
     pruners read only finished trials' curves, so other workers lose nothing.
 
+    ``projected``: the study's objective values this trial would end with, as well as they are
+    known now; under a ``KeepFront`` pruner a trial whose projection no completed trial
+    dominates is not pruned.
+
+    Returns:
+        True when the pruner said "prune" and ``KeepFront`` overruled it, else False.
+
     Raises:
         optuna.TrialPruned: the pruner decided to stop this trial.
     """
     study = trial.study
+    pruner = study.pruner
+    guard = pruner if isinstance(pruner, KeepFront) else None
+    if guard is not None:
+        pruner = guard.pruner
     if not study._is_multi_objective():
         trial.report(val_loss, step)
-        if not _in_warmup(study.pruner, step) and trial.should_prune():
+        if not _in_warmup(pruner, step) and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} (val_loss {val_loss:.4g})")
-        return
+        return False
     curve = _RUNNING.get(trial)
     if curve is None:
         curve = _RUNNING[trial] = val_loss_curve(trial._get_latest_trial())
     curve[step] = val_loss
     if persist:
         trial.set_user_attr(CURVE_ATTR, {str(k): v for k, v in sorted(curve.items())})
-    if isinstance(study.pruner, optuna.pruners.NopPruner) or _in_warmup(study.pruner, step):
-        return
+    if isinstance(pruner, optuna.pruners.NopPruner) or _in_warmup(pruner, step):
+        return False
     # The trial as Optuna's should_prune sees it: its cached record, system attributes read
     # lazily (successive halving keeps its rungs there).
     current = trial._get_latest_trial()
     current.intermediate_values = dict(curve)
-    if study.pruner.prune(_view(study), current):
-        raise optuna.TrialPruned(f"pruned at step {step} (val_loss {val_loss:.4g})")
+    if not pruner.prune(_view(study, pruner), current):
+        return False
+    if (
+        guard is not None
+        and projected is not None
+        and not _dominated(study, projected, guard.margin)
+    ):
+        return True
+    raise optuna.TrialPruned(f"pruned at step {step} (val_loss {val_loss:.4g})")
+
+
+def _dominated(study: optuna.Study, values: Sequence[float], margin: float) -> bool:
+    """Whether a completed trial of ``study`` is, in every objective, no worse than ``values``
+    or worse by at most ``margin`` (relative to ``values``)."""
+    sign = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+    mine = [s * v + margin * abs(v) for s, v in zip(sign, values, strict=True)]
+    for t in study._storage.get_all_trials(
+        study._study_id, deepcopy=False, states=(TrialState.COMPLETE,)
+    ):
+        theirs = [s * v for s, v in zip(sign, t.values, strict=True)]
+        if all(a <= b for a, b in zip(theirs, mine, strict=True)):
+            return True
+    return False
 
 
 def _in_warmup(pruner: optuna.pruners.BasePruner, step: int) -> bool:
@@ -84,7 +148,7 @@ _RUNNING: weakref.WeakKeyDictionary[optuna.Trial, dict[int, float]] = weakref.We
 _VIEWS: weakref.WeakKeyDictionary[optuna.Study, optuna.Study] = weakref.WeakKeyDictionary()
 
 
-def _view(study: optuna.Study) -> optuna.Study:
+def _view(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """The single-objective view of ``study`` (a stateless wrapper, built once per study)."""
     view = _VIEWS.get(study)
     if view is None:
@@ -92,7 +156,7 @@ def _view(study: optuna.Study) -> optuna.Study:
             study_name=study.study_name,
             storage=_ValLossStorage(study._storage),  # type: ignore[arg-type]
             sampler=study.sampler,
-            pruner=study.pruner,
+            pruner=pruner,
         )
         _VIEWS[study] = view
     return view

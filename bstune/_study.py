@@ -28,6 +28,7 @@ from bstune import __version__
 from bstune._config import ConfigError, StudyConfig
 from bstune._curves import CurvesRefresher
 from bstune._objective import ATTR, DIRECTIONS, Objective
+from bstune._pruning import KeepFront
 from bstune._space import grid_space
 
 __all__ = [
@@ -195,8 +196,16 @@ def make_sampler(
 
 
 def make_pruner(cfg: Any) -> optuna.pruners.BasePruner:
-    """Optuna's pruner of that name, with the study file's arguments."""
-    args = {k: v for k, v in cfg.model_dump().items() if k not in ("name", "wrapped")}
+    """Optuna's pruner of that name, with the study file's arguments; in ``KeepFront`` when
+    the file says ``keep_front: true``."""
+    if getattr(cfg, "keep_front", False):
+        return KeepFront(_optuna_pruner(cfg))
+    return _optuna_pruner(cfg)
+
+
+def _optuna_pruner(cfg: Any) -> optuna.pruners.BasePruner:
+    skip = ("name", "wrapped", "keep_front")
+    args = {k: v for k, v in cfg.model_dump().items() if k not in skip}
     name = cfg.name
     if name == "none":
         return optuna.pruners.NopPruner()
@@ -210,7 +219,7 @@ def make_pruner(cfg: Any) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(**args)
     if name == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(**args)
-    wrapped = make_pruner(cfg.wrapped) if cfg.wrapped is not None else None
+    wrapped = _optuna_pruner(cfg.wrapped) if cfg.wrapped is not None else None
     return optuna.pruners.PatientPruner(wrapped, **args)
 
 

@@ -113,6 +113,10 @@ def test_batch_size_step_range() -> None:
             "pruner: unknown value 'medain' (did you mean 'median'?)",
         ),
         (
+            {"pruner": {"name": "patient", "wrapped": {"name": "median", "keep_front": True}}},
+            "pruner.wrapped: keep_front belongs on the outer pruner",
+        ),
+        (
             {"training": {"device": "gpu"}},
             "training.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'",
         ),

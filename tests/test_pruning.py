@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bstune._pruning import report, val_loss_curve
+from bstune._pruning import KeepFront, report, val_loss_curve
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -151,3 +151,70 @@ def test_two_workers_share_curves_through_the_storage(tmp_path) -> None:
     ]
     decisions = replay(lambda i: workers[i % 2], curves)
     assert decisions == expected
+
+
+def front_study(pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Accuracy (max) and training time (min); three completed trials on a front."""
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
+    for acc, seconds in ((0.9, 10.0), (0.85, 8.0), (0.8, 6.0)):
+        trial = study.ask()
+        for step, value in enumerate([0.5, 0.4, 0.3], start=1):
+            report(trial, step, value)
+        study.tell(trial, [acc, seconds])
+    return study
+
+
+def median() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def test_keep_front_spares_a_trial_that_would_be_on_the_front() -> None:
+    study = front_study(KeepFront(median()))
+    trial = study.ask()
+    # Worse loss than every finished trial: the median pruner says prune. But nothing finished
+    # is as fast: at accuracy 0.5 and 2 s it would be on the front, so it runs on.
+    assert report(trial, 1, 1.0, projected=[0.5, 2.0]) is True
+    assert report(trial, 2, 0.9, projected=[0.55, 2.0]) is True
+    # Slower than it looked: (0.8, 6 s) now dominates it, and the pruner's word stands.
+    with pytest.raises(optuna.TrialPruned):
+        report(trial, 3, 0.8, projected=[0.6, 7.0])
+
+
+def test_keep_front_margin_does_not_spare_a_hair_faster_trial() -> None:
+    # 2% faster and 1% less accurate than the (0.8, 6 s) trial: on the front, but only just
+    projected = [0.79, 5.88]
+    exact = front_study(KeepFront(median(), margin=0.0))
+    assert report(exact.ask(), 1, 1.0, projected=projected) is True
+    with pytest.raises(optuna.TrialPruned):
+        report(front_study(KeepFront(median())).ask(), 1, 1.0, projected=projected)
+
+
+def test_keep_front_never_adds_a_prune_and_needs_a_projection() -> None:
+    study = front_study(KeepFront(median()))
+    good = study.ask()
+    assert report(good, 1, 0.1, projected=[0.1, 100.0]) is False  # dominated, but a good loss
+    study.tell(good, state=TrialState.PRUNED)
+    dominated = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        report(dominated, 1, 1.0, projected=[0.7, 9.0])
+    study.tell(dominated, state=TrialState.PRUNED)
+    unknown = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        report(unknown, 1, 1.0)  # no projection: Optuna's decision
+
+
+def test_keep_front_off_prunes_the_fast_trial() -> None:
+    study = front_study(median())
+    with pytest.raises(optuna.TrialPruned):
+        report(study.ask(), 1, 1.0, projected=[0.5, 2.0])
+
+
+def test_keep_front_without_projections_decides_as_optuna() -> None:
+    curves = recorded_curves()
+    assert bstune_multi_objective(KeepFront(PRUNERS["median"]()), curves) == (
+        optuna_single_objective(PRUNERS["median"](), curves)
+    )
+    # and in a single-objective study it is the wrapped pruner
+    assert optuna_single_objective(KeepFront(PRUNERS["median"]()), curves) == (
+        optuna_single_objective(PRUNERS["median"](), curves)
+    )

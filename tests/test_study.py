@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from bstune import ConfigError
 from bstune._config import parse_study
 from bstune._objective import Objective
-from bstune._pruning import val_loss_curve
+from bstune._pruning import KeepFront, val_loss_curve
 from bstune._study import make_sampler, open_storage, open_study, run_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -291,6 +291,21 @@ def test_multi_objective_samplers_with_many_pruned_trials(tmp_path: Path, sample
     assert summary.count(TrialState.FAIL) == 0
     assert summary.count(TrialState.PRUNED) >= 3
     assert summary.count(TrialState.COMPLETE) >= 3
+
+
+def test_keep_front_from_the_study_file(tmp_path: Path) -> None:
+    cfg = config(
+        training={"epochs": 4, "device": "cpu"},
+        pruner={"name": "percentile", "percentile": 60, "n_startup_trials": 2, "keep_front": True},
+    )
+    study = open_study(cfg, storage=f"sqlite:///{tmp_path}/k.db")
+    assert isinstance(study.pruner, KeepFront)
+    assert isinstance(study.pruner.pruner, optuna.pruners.PercentilePruner)
+    summary = run_study(study, cfg, n_trials=12)
+    assert summary.count(TrialState.FAIL) == 0
+    for t in study.trials:  # a trial the guard spared says where
+        kept = t.user_attrs["bstune:metrics"].get("kept_on_front", [])
+        assert all(1 <= step <= 4 for step in kept)
 
 
 def test_steps_are_equal_data_seen_when_epochs_drop_a_partial_batch(tmp_path: Path) -> None:
