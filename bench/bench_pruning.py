@@ -33,7 +33,7 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from bstune._config import parse_study
-from bstune._objective import DIRECTIONS
+from bstune._metrics import DIRECTIONS
 from bstune._study import open_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]

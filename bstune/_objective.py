@@ -23,28 +23,19 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 
 from bstune._config import StudyConfig
 from bstune._data import Dataset, load_dataset
 from bstune._engine import EpochStats, RunSpec, TrainResult, train
+from bstune._metrics import ATTR, DIRECTIONS
 from bstune._pruning import report
 from bstune._space import suggest
 
-__all__ = ["DIRECTIONS", "UNITS", "Objective", "objective_values"]
+__all__ = ["Objective", "objective_values"]
 
-ATTR = "bstune:"
-DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
-    "val_accuracy": "maximize",
-    "val_loss": "minimize",
-    "train_time": "minimize",
-    "peak_memory": "minimize",
-    "throughput": "maximize",
-}
-UNITS = {"val_accuracy": "", "val_loss": "", "train_time": "s", "peak_memory": "MB",
-         "throughput": "samples/s"}  # fmt: skip
 _VALUE_OF: dict[str, Callable[[TrainResult], float]] = {
     "val_accuracy": lambda r: r.val_accuracy,
     "val_loss": lambda r: r.val_loss,

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import BaseStorage
@@ -27,12 +27,15 @@ from optuna.trial import FrozenTrial, TrialState
 from bstune import __version__
 from bstune._config import ConfigError, StudyConfig
 from bstune._curves import CurvesRefresher
-from bstune._objective import ATTR, DIRECTIONS, Objective
+from bstune._metrics import ATTR, DIRECTIONS
 from bstune._pruning import KeepFront
-from bstune._space import grid_space
+
+if TYPE_CHECKING:
+    from bstune._objective import Objective
 
 __all__ = [
     "OptimizeSummary",
+    "load_existing_study",
     "make_pruner",
     "make_sampler",
     "mask_url",
@@ -184,6 +187,8 @@ def make_sampler(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(seed=seed)
     if s.name == "grid":
+        from bstune._space import grid_space  # imports torch: only for grid samplers
+
         return optuna.samplers.GridSampler(grid_space(cfg.search_space), seed=seed)
     if multi:
         raise ConfigError(
@@ -270,6 +275,34 @@ def open_study(
     return study
 
 
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """The stored study ``name`` in ``url``, for reading (report, dashboard); never creates one.
+
+    Raises:
+        ConfigError: no such database file, or no such study in it.
+    """
+    from sqlalchemy.engine import make_url
+
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not Path(database).is_file():
+            raise ConfigError(
+                f"storage {url}: no such database file; run `bstune optimize` first, or give "
+                f"the study's database with --storage"
+            )
+    if url.startswith("journal:///") and not Path(url.removeprefix("journal:///")).is_file():
+        raise ConfigError(f"storage {url}: no such journal file; run `bstune optimize` first")
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        stored = ", ".join(repr(n) for n in names) or "none"
+        raise ConfigError(
+            f"no study {name!r} in {mask_url(url)} (studies there: {stored}); run "
+            f"`bstune optimize` first, or name one with --study-name"
+        )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 @dataclass
 class OptimizeSummary:
     """What one ``run_study`` call did: its trials by state, and the failures' messages."""
@@ -303,6 +336,8 @@ def run_study(
     objective: Objective | None = None,
 ) -> OptimizeSummary:
     """Run trials: a bad trial (divergence: PRUNED; an exception: FAIL) never stops the study."""
+    from bstune._objective import Objective
+
     objective = objective or Objective(cfg)
     figure = CurvesRefresher(study) if len(cfg.objectives) > 1 else None
     if figure is not None:  # the dashboard draws single-objective curves itself
@@ -319,8 +354,18 @@ def run_study(
     )
     if figure is not None:
         figure.refresh()
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        save_report_figures(study)
     new = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
     return OptimizeSummary(study, new)
+
+
+def save_report_figures(study: optuna.Study) -> None:
+    """Store the report's Pareto and batch-size figures in ``study`` for optuna-dashboard."""
+    from bstune._plots import save_to_study
+    from bstune._report import build_report
+
+    save_to_study(study, build_report(study))
 
 
 def best_rows(study: optuna.Study, objectives: Sequence[str]) -> list[dict[str, Any]]:

@@ -49,6 +49,49 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}")
+    return int(text)
+
+
+def _references(text: str) -> dict[str, float]:
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        if not sep or not name.strip() or not number > 0:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=VALUE pairs with positive values, e.g. train_time=60,"
+                f"peak_memory=512; got {part!r}"
+            )
+        out[name.strip()] = number
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bstune",
@@ -96,6 +139,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_optimize)
 
+    p = sub.add_parser(
+        "report",
+        help="the Pareto front, a table per batch size, hypervolume, a recommendation, plots",
+        description="Report on a stored study: its Pareto front (or best trials), a table per "
+        "batch size, the front's hypervolume and how it grew, the knee of the front or the best "
+        "trial within limits; with --out, plots (HTML and PNG) and every table as CSV.",
+    )
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument(
+        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
+    )
+    p.add_argument("--study-name", help="study name (study.name)")
+    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
+    p.add_argument("--out", metavar="DIR", help="write plots, CSV tables and report.json here")
+    p.add_argument(
+        "--max-memory-mb",
+        type=_positive_number,
+        metavar="MB",
+        help="recommend the best trial whose peak memory is at most this",
+    )
+    p.add_argument(
+        "--max-time-s",
+        type=_positive_number,
+        metavar="S",
+        help="recommend the best trial whose training time is at most this",
+    )
+    p.add_argument(
+        "--min-accuracy",
+        type=_fraction,
+        metavar="A",
+        help="recommend the fastest-most-accurate trial with at least this accuracy",
+    )
+    p.add_argument(
+        "--reference",
+        type=_references,
+        default={},
+        metavar="NAME=VALUE,...",
+        help="hypervolume reference values, e.g. train_time=60,peak_memory=512 "
+        "(default 1.1 × the largest value seen); give the same to compare studies",
+    )
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="optuna-dashboard on the study's storage, with bstune's figures",
+        description="Start optuna-dashboard on the study's storage (loopback unless --host says "
+        "otherwise), after saving bstune's Pareto, batch-size and learning-curve figures into "
+        "the study.",
+    )
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument(
+        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
+    )
+    p.add_argument("--study-name", help="study name (study.name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
+    p.set_defaults(func=_cmd_dashboard)
+
     p = sub.add_parser("validate", help="check a study file without running anything")
     p.add_argument("study_file", metavar="STUDY.yaml")
     p.set_defaults(func=_cmd_validate)
@@ -104,18 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bstune._config import ConfigError
-    from bstune._idx import DataFileError
-    from bstune._models import ModelError
-
     try:
         return int(args.func(args))
-    except (ConfigError, DataFileError, ModelError) as e:
+    except Exception as e:
+        if not isinstance(e, _bad_input_errors()):
+            raise
         print(f"bstune: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("bstune: interrupted", file=sys.stderr)
         return 130
+
+
+def _bad_input_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input. Data-file and model errors can only have been raised if
+    their modules were loaded, and importing ``_models`` would load torch (a second or more)."""
+    from bstune._config import ConfigError
+
+    loaded = (("bstune._idx", "DataFileError"), ("bstune._models", "ModelError"))
+    return (ConfigError, *(getattr(sys.modules[m], n) for m, n in loaded if m in sys.modules))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -177,7 +285,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
-    from bstune._objective import UNITS
+    from bstune._metrics import UNITS
     from bstune._study import best_rows, mask_url, open_study, run_study
 
     cfg = _load(args)
@@ -211,9 +319,88 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stored_study(args: argparse.Namespace) -> Any:
+    import optuna
+
+    from bstune._config import load_study
+    from bstune._study import load_existing_study
+
+    cfg = load_study(args.study_file)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = args.storage or cfg.storage_url
+    return cfg, url, load_existing_study(url, args.study_name or cfg.study_name)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bstune._config import ConfigError
+    from bstune._report import Constraints, build_report
+    from bstune._report_format import render, write_tables
+
+    cfg, _, study = _stored_study(args)
+    unknown = sorted(set(args.reference) - set(cfg.objectives))
+    if unknown:
+        raise ConfigError(
+            f"--reference: {', '.join(unknown)} is not an objective of this study "
+            f"(objectives: {', '.join(cfg.objectives)})"
+        )
+    limits = Constraints(args.max_memory_mb, args.max_time_s, args.min_accuracy)
+    report = build_report(study, constraints=limits or None, reference=args.reference)
+    sys.stdout.write(render(report, args.format))
+    if args.out:
+        from bstune._plots import write_plots
+
+        out = Path(args.out)
+        try:
+            written = write_tables(report, out) + write_plots(report, out)
+        except OSError as e:
+            raise ConfigError(f"--out {args.out}: cannot write there ({e.strerror})") from None
+        print(f"wrote {len(written)} files to {out}: "
+              + ", ".join(p.name for p in written), file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+def _name_objectives(study: Any) -> None:
+    """Give the dashboard the objectives' names (axes, columns) if the study lacks them."""
+    import warnings
+
+    import optuna
+
+    from bstune._report import objective_names
+
+    if study.metric_names is None and len(objective_names(study)) == len(study.directions):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objective_names(study))
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from bstune._curves import save_learning_curves
+    from bstune._study import mask_url, save_report_figures
+
+    _, url, study = _stored_study(args)
+    _name_objectives(study)
+    if study.get_trials(deepcopy=False):
+        save_report_figures(study)
+        if len(study.directions) > 1:
+            save_learning_curves(study)
+    print(f"optuna-dashboard on {mask_url(url)}: http://{args.host}:{args.port}/dashboard "
+          f"(Ctrl-C stops it)", file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        run_server(study._storage, host=args.host, port=args.port)
+    except OSError as e:
+        from bstune._config import ConfigError
+
+        raise ConfigError(f"cannot serve on {args.host}:{args.port} ({e.strerror})") from None
+    return EXIT_OK
+
+
 def _trial_line(study: Any, trial: Any) -> None:
     """One line on stderr for a trial that did not complete, with the reason."""
-    from bstune._objective import ATTR
+    from bstune._metrics import ATTR
 
     if trial.state.name == "FAIL":
         reason = trial.user_attrs.get(f"{ATTR}error", "failed")

@@ -182,6 +182,17 @@ def test_optimize_digits_end_to_end_and_resume(tmp_path: Path) -> None:
     assert len(study.trials) == 5
     assert "batch_size" in study.trials[0].params  # the real batch size, not an exponent
     assert study.user_attrs["bstune:study_file"] == (REPO / "studies" / "digits.yaml").read_text()
+    # the figures optuna-dashboard shows, saved when the run ended
+    saved = " ".join(study._storage.get_study_system_attrs(study._study_id))
+    for figure in ("bstune-pareto", "bstune-batch-size", "bstune-learning-curves"):
+        assert figure in saved
+    out = bstune("report", REPO / "studies" / "digits.yaml", "--storage", f"sqlite:///{db}")
+    assert out.returncode == 0, out.stderr
+    assert (
+        "Pareto front" in out.stdout
+        and "Batch sizes" in out.stdout
+        and "knee: trial" in out.stdout
+    )
 
 
 def test_optimize_single_objective_lists_failures(write_study, tmp_path: Path) -> None:

@@ -1,0 +1,258 @@
+"""The report's plots: interactive HTML (Plotly) and PNG (Matplotlib, headless Agg backend).
+
+Three figures, each drawn from a ``Report``:
+
+* ``pareto`` — every pair of objectives (complete trials, coloured by log2 batch size; the
+  front's trials ringed), and with three objectives ``pareto_3d`` as well;
+* ``batch_size`` — accuracy, training time and peak memory against batch size;
+* ``curves`` — validation loss per epoch of the front's (or best) trials.
+
+PNG goes through Matplotlib rather than Plotly's kaleido, which needs a Chrome install.
+``save_to_study`` stores the Plotly figures in the study, where optuna-dashboard shows them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from bstune._report import Report, TrialRow
+
+__all__ = ["FIGURE_IDS", "plotly_figures", "save_to_study", "write_plots"]
+
+FIGURE_IDS = {"pareto": "bstune-pareto", "batch_size": "bstune-batch-size"}
+_METRICS = (
+    ("val_accuracy", "validation accuracy"),
+    ("train_time_s", "training time (s)"),
+    ("peak_memory_mb", "peak memory (MB)"),
+)
+
+
+def _label(report: Report, objective: str) -> str:
+    unit = report.unit(objective)
+    return f"{objective} ({unit})" if unit else objective
+
+
+def _cell(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _log2(b: int | None) -> float:
+    return math.log2(b) if b else 0.0
+
+
+def _complete(report: Report) -> list[TrialRow]:
+    return [t for t in report.trials if t.state == "complete"]
+
+
+def plotly_figures(report: Report) -> dict[str, Any]:
+    """The report's figures as Plotly ``Figure`` objects, by name."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    done, on_front = _complete(report), {t.number for t in report.front}
+    groups = {
+        "other trials": [t for t in done if t.number not in on_front],
+        "Pareto front": [t for t in done if t.number in on_front],
+    }
+    figs: dict[str, Any] = {}
+
+    def style(name: str, trials: list[TrialRow], first: bool) -> dict[str, Any]:
+        front = name == "Pareto front"
+        return {
+            "name": name,
+            "legendgroup": name,
+            "showlegend": first,
+            "mode": "markers",
+            "text": [f"trial {t.number}, batch {t.batch_size}, lr {_cell(t.lr)}" for t in trials],
+            "marker": {
+                "color": [_log2(t.batch_size) for t in trials],
+                "colorscale": "Viridis",
+                "cmin": min((_log2(t.batch_size) for t in done), default=0),
+                "cmax": max((_log2(t.batch_size) for t in done), default=1),
+                "showscale": first and front,
+                "colorbar": {"title": "log2 batch"},
+                "symbol": "diamond" if front else "circle",
+                "line": {"width": 2 if front else 0, "color": "red"},
+            },
+        }
+
+    if report.multi_objective:
+        pairs = list(combinations(report.objectives, 2))
+        fig = make_subplots(rows=1, cols=len(pairs))
+        for i, (a, b) in enumerate(pairs, start=1):
+            for name, trials in groups.items():
+                fig.add_trace(
+                    go.Scatter(
+                        x=[t.values[a] for t in trials],
+                        y=[t.values[b] for t in trials],
+                        hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}",
+                        **style(name, trials, i == 1),
+                    ),
+                    row=1,
+                    col=i,
+                )
+            fig.update_xaxes(title_text=_label(report, a), row=1, col=i)
+            fig.update_yaxes(title_text=_label(report, b), row=1, col=i)
+        fig.update_layout(title=f"Pareto front of {report.study_name}")
+        figs["pareto"] = fig
+        if len(report.objectives) == 3:
+            a, b, c = report.objectives
+            fig3 = go.Figure()
+            for name, trials in groups.items():
+                st = style(name, trials, True)
+                st["marker"] = {**st["marker"], "size": 4, "line": {"width": 0}}
+                fig3.add_trace(
+                    go.Scatter3d(
+                        x=[t.values[a] for t in trials],
+                        y=[t.values[b] for t in trials],
+                        z=[t.values[c] for t in trials],
+                        **st,
+                    )
+                )
+            fig3.update_layout(
+                title=f"Pareto front of {report.study_name}",
+                scene={
+                    "xaxis_title": _label(report, a),
+                    "yaxis_title": _label(report, b),
+                    "zaxis_title": _label(report, c),
+                },
+            )
+            figs["pareto_3d"] = fig3
+    fig = make_subplots(rows=1, cols=3)
+    for i, (attr, title) in enumerate(_METRICS, start=1):
+        pts = [(t.batch_size, getattr(t, attr)) for t in done if getattr(t, attr) is not None]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="markers",
+                name=title,
+                showlegend=False,
+            ),
+            row=1,
+            col=i,
+        )
+        fig.update_xaxes(title_text="batch size", type="log", row=1, col=i)
+        fig.update_yaxes(title_text=title, row=1, col=i)
+    fig.update_layout(title=f"Accuracy, time and memory against batch size ({report.study_name})")
+    figs["batch_size"] = fig
+    fig = go.Figure()
+    for t in report.front:
+        if t.curve:
+            fig.add_trace(
+                go.Scatter(
+                    x=list(range(1, len(t.curve) + 1)),
+                    y=t.curve,
+                    mode="lines",
+                    name=f"trial {t.number} (batch {t.batch_size})",
+                )
+            )
+    fig.update_layout(
+        title="Validation loss of the front's trials",
+        xaxis_title="epoch",
+        yaxis_title="validation loss",
+        yaxis_type="log",
+    )
+    figs["curves"] = fig
+    return figs
+
+
+def _matplotlib_figures(report: Report) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done, front = _complete(report), {t.number for t in report.front}
+    colour = [_log2(t.batch_size) for t in done]
+    edge = ["red" if t.number in front else "none" for t in done]
+    figs: dict[str, Any] = {}
+    if report.multi_objective:
+        pairs = list(combinations(report.objectives, 2))
+        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
+        sc = None
+        for ax, (a, b) in zip(axes[0], pairs, strict=True):
+            sc = ax.scatter(
+                [t.values[a] for t in done],
+                [t.values[b] for t in done],
+                c=colour,
+                edgecolors=edge,
+                linewidths=1.5,
+                cmap="viridis",
+            )
+            ax.set_xlabel(_label(report, a))
+            ax.set_ylabel(_label(report, b))
+        if sc is not None:
+            fig.colorbar(sc, ax=axes[0].tolist(), label="log2 batch size")
+        fig.suptitle(f"Pareto front of {report.study_name} (front ringed red)")
+        figs["pareto"] = fig
+        if len(report.objectives) == 3:
+            a, b, c = report.objectives
+            fig = plt.figure(figsize=(6, 5))
+            ax = fig.add_subplot(projection="3d")
+            ax.scatter(
+                [t.values[a] for t in done],
+                [t.values[b] for t in done],
+                [t.values[c] for t in done],
+                c=colour,
+                cmap="viridis",
+            )
+            ax.set_xlabel(_label(report, a))
+            ax.set_ylabel(_label(report, b))
+            ax.set_zlabel(_label(report, c))
+            figs["pareto_3d"] = fig
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (attr, title) in zip(axes, _METRICS, strict=True):
+        pts = [(t.batch_size, getattr(t, attr)) for t in done if getattr(t, attr) is not None]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(title)
+    fig.suptitle(f"Accuracy, time and memory against batch size ({report.study_name})")
+    figs["batch_size"] = fig
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for t in report.front:
+        if t.curve:
+            ax.plot(
+                range(1, len(t.curve) + 1), t.curve, label=f"trial {t.number} (b {t.batch_size})"
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss")
+    ax.set_title("Validation loss of the front's trials")
+    if report.front and len(report.front) <= 12:
+        ax.legend(fontsize=7)
+    figs["curves"] = fig
+    return figs
+
+
+def write_plots(report: Report, out: Path) -> list[Path]:
+    """Every figure as ``<name>.html`` and ``<name>.png`` in ``out``; the paths written."""
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for name, fig in plotly_figures(report).items():
+        path = out / f"{name}.html"
+        fig.write_html(path, include_plotlyjs="directory")  # one plotly.min.js beside them
+        paths.append(path)
+    for name, fig in _matplotlib_figures(report).items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def save_to_study(study: Any, report: Report, names: Sequence[str] = tuple(FIGURE_IDS)) -> None:
+    """Store the Pareto and batch-size figures in ``study`` for optuna-dashboard."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    figs = plotly_figures(report)
+    for name in names:
+        if name in figs:
+            save_plotly_graph_object(study, figs[name], graph_object_id=FIGURE_IDS[name])

@@ -1,0 +1,429 @@
+"""What a study found: its Pareto front, a table per batch size, hypervolume, a recommendation.
+
+``build_report(study)`` reads every trial once and returns a typed ``Report``; ``_report_format``
+turns it into text, Markdown, CSV or JSON, and ``_plots`` draws it. Everything is computed from
+the trials' values and bstune's ``bstune:metrics`` attribute, so it works on any bstune study,
+running or finished, and on plain Optuna studies with a ``batch_size`` parameter.
+
+Definitions (the README's "Reading a study" says the same):
+
+* Feasible: a trial whose Optuna constraints (system attribute ``constraints``, as
+  ``constraints_func`` and ``trial.set_constraint`` store them) are all <= 0, or that has none.
+  Only complete, feasible trials can be on the front or be recommended.
+* Hypervolume: each objective is mapped to [0, 1], 0 its ideal and 1 its reference value —
+  ``val_accuracy`` 1 → 0 and 0 → 1; ``train_time``, ``peak_memory``, ``val_loss`` 0 → 0 and the
+  reference (default: 1.1 × the largest value among complete trials) → 1; ``throughput`` its
+  reference (default 1.1 × the largest) → 0 and 0 → 1; any other objective from its best to
+  its worst value. The reference point is (1, …, 1). Two studies' hypervolumes compare when they
+  are computed with the same references (``--reference train_time=60,peak_memory=512``).
+* Knee: the front's trial nearest the ideal point once each objective is scaled to [0, 1] over
+  the front (``_pareto.knee``).
+* Constraints: ``max_memory_mb``, ``max_time_s``, ``min_accuracy`` on the measured peak memory,
+  training time and validation accuracy; the recommended trial is the most accurate one that
+  satisfies them all (then the fastest). If none does, the closest — the smallest sum of
+  violations, each relative to its limit — is named.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bstune._metrics import ATTR, DIRECTIONS, UNITS
+from bstune._pareto import hypervolume, knee, non_dominated
+
+__all__ = [
+    "BatchSizeRow",
+    "Constraints",
+    "Recommendation",
+    "Report",
+    "TrialRow",
+    "build_report",
+    "objective_names",
+]
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as the report shows it."""
+
+    number: int
+    state: str  # complete, pruned, fail, running, waiting, infeasible
+    batch_size: int | None
+    lr: float | None  # the rate that trained (after any scaling rule)
+    optimizer: str | None
+    weight_decay: float | None
+    dropout: float | None
+    values: dict[str, float]  # the study's objectives
+    val_accuracy: float | None
+    train_time_s: float | None
+    peak_memory_mb: float | None
+    curve: list[float] = field(default_factory=list)  # validation loss per epoch
+
+
+@dataclass(frozen=True)
+class BatchSizeRow:
+    """Per batch size: what was tried and what it gave."""
+
+    batch_size: int
+    complete: int
+    pruned: int
+    failed: int
+    infeasible: int
+    best_accuracy: float | None
+    best_lr: float | None  # the learning rate of the most accurate complete trial
+    median_time_s: float | None
+    median_memory_mb: float | None
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a recommended trial must satisfy; None: no limit."""
+
+    max_memory_mb: float | None = None
+    max_time_s: float | None = None
+    min_accuracy: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.max_memory_mb, self.max_time_s, self.min_accuracy))
+
+    def violations(self, row: TrialRow) -> dict[str, tuple[float, float]]:
+        """Each violated limit: its name → (measured, limit)."""
+        out = {}
+        checks = (
+            ("peak_memory_mb", row.peak_memory_mb, self.max_memory_mb, 1),
+            ("train_time_s", row.train_time_s, self.max_time_s, 1),
+            ("val_accuracy", row.val_accuracy, self.min_accuracy, -1),
+        )
+        for name, value, limit, sign in checks:
+            if limit is None:
+                continue
+            if value is None or sign * (value - limit) > 0:
+                out[name] = (math.nan if value is None else value, limit)
+        return out
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The trial bstune recommends, and why."""
+
+    trial: TrialRow | None
+    satisfied: bool  # False: no trial satisfies the constraints; ``trial`` is the closest
+    reason: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything ``bstune report`` prints and draws."""
+
+    study_name: str
+    objectives: list[str]
+    directions: list[str]
+    counts: dict[str, int]  # trials by state
+    trials: list[TrialRow]
+    front: list[TrialRow]  # multi-objective: the Pareto front; single: the five best
+    batch_sizes: list[BatchSizeRow]
+    hypervolume: float | None
+    reference: dict[str, float]  # per objective, the value mapped to 1 (see module docstring)
+    hypervolume_history: list[tuple[int, float]]  # (trials so far, hypervolume then)
+    knee: Recommendation | None
+    constrained: Recommendation | None
+    importances: dict[str, float] | None  # single-objective studies
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def unit(self, objective: str) -> str:
+        return UNITS.get(objective, "")
+
+
+def build_report(
+    study: optuna.Study,
+    *,
+    constraints: Constraints | None = None,
+    reference: Mapping[str, float] | None = None,
+    history_points: int = 100,
+) -> Report:
+    """The report of ``study`` (one read of its trials)."""
+    objectives = objective_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    frozen = study.get_trials(deepcopy=False)
+    rows = [_row(t, objectives) for t in frozen]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    done = [r for r in rows if r.state == "complete"]
+    losses = _losses(done, objectives, directions)
+    if len(objectives) > 1:
+        front = [done[i] for i in np.flatnonzero(non_dominated(losses))] if done else []
+        front.sort(key=lambda r: tuple(_loss(r, objectives, directions)))
+        scale = _reference(objectives, done, reference or {})
+        hv = hypervolume(_normalise(losses, objectives, scale), np.ones(len(objectives)))
+        history = _hv_history(rows, objectives, directions, scale, history_points)
+        knee_rec = _knee(front, objectives, directions)
+        importances = None
+    else:
+        sign = 1.0 if directions[0] == "minimize" else -1.0
+        front = sorted(done, key=lambda r: sign * r.values[objectives[0]])[:5]
+        scale, hv, history = {}, None, []
+        knee_rec = None
+        importances = _importances(study) if len(done) >= 2 else None
+    constrained = _constrained(done, constraints, objectives, directions) if constraints else None
+    return Report(
+        study_name=study.study_name,
+        objectives=objectives,
+        directions=directions,
+        counts=counts,
+        trials=rows,
+        front=front,
+        batch_sizes=_batch_sizes(rows),
+        hypervolume=hv,
+        reference=scale,
+        hypervolume_history=history,
+        knee=knee_rec,
+        constrained=constrained,
+        importances=importances,
+    )
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The study's objective names: bstune's record, else Optuna's metric names, else numbered."""
+    stored = study.user_attrs.get(f"{ATTR}objectives")
+    if stored:
+        return list(stored)
+    names = study.metric_names
+    if names:
+        return list(names)
+    return [f"objective_{i}" for i in range(len(study.directions))]
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Optuna's feasibility: every stored constraint value is <= 0 (or there are none)."""
+    return all(c <= 0 for c in trial.system_attrs.get("constraints", ()))
+
+
+def _row(t: FrozenTrial, objectives: Sequence[str]) -> TrialRow:
+    metrics = t.user_attrs.get(f"{ATTR}metrics", {})
+    hp = metrics.get("hparams", {})
+    state = t.state.name.lower()
+    if t.state == TrialState.COMPLETE and not feasible(t):
+        state = "infeasible"
+    values = dict(zip(objectives, t.values, strict=True)) if t.values is not None else {}
+
+    def pick(metric: str, objective: str) -> float | None:
+        v = metrics.get(metric, values.get(objective))
+        return None if v is None else float(v)
+
+    batch = hp.get("batch_size", t.params.get("batch_size"))
+    return TrialRow(
+        number=t.number,
+        state=state,
+        batch_size=None if batch is None else int(batch),
+        lr=metrics.get("effective_lr", t.params.get("lr")),
+        optimizer=hp.get("optimizer", t.params.get("optimizer")),
+        weight_decay=hp.get("weight_decay", t.params.get("weight_decay")),
+        dropout=hp.get("dropout", t.params.get("dropout")),
+        values=values,
+        val_accuracy=pick("val_accuracy", "val_accuracy"),
+        train_time_s=pick("train_time_s", "train_time"),
+        peak_memory_mb=pick("peak_memory_mb", "peak_memory"),
+        curve=list(metrics.get("curves", {}).get("val_loss", [])),
+    )
+
+
+def _loss(row: TrialRow, objectives: Sequence[str], directions: Sequence[str]) -> list[float]:
+    return [
+        row.values[o] if d == "minimize" else -row.values[o]
+        for o, d in zip(objectives, directions, strict=True)
+    ]
+
+
+def _losses(rows: Sequence[TrialRow], objectives: Sequence[str], directions: Sequence[str]):  # type: ignore[no-untyped-def]
+    return np.array([_loss(r, objectives, directions) for r in rows], dtype=float).reshape(
+        len(rows), len(objectives)
+    )
+
+
+def _reference(
+    objectives: Sequence[str], done: Sequence[TrialRow], given: Mapping[str, float]
+) -> dict[str, float]:
+    """Per objective, the value that maps to 1 — or for a maximised rate, to 0."""
+    out = {}
+    for o in objectives:
+        if o in given:
+            out[o] = float(given[o])
+        elif o == "val_accuracy":
+            out[o] = 0.0
+        else:
+            seen = [abs(r.values[o]) for r in done if math.isfinite(r.values[o])]
+            out[o] = 1.1 * max(seen) if seen else 1.0
+    return out
+
+
+def _normalise(
+    losses: np.ndarray, objectives: Sequence[str], scale: Mapping[str, float]
+) -> np.ndarray:
+    """Losses (maximised objectives negated) mapped to [0, 1] as the module docstring says."""
+    out = np.empty_like(losses)
+    for j, o in enumerate(objectives):
+        col, ref = losses[:, j], scale[o]
+        if o == "val_accuracy":
+            out[:, j] = (1.0 + col) / (1.0 - ref) if ref < 1 else 1.0 + col  # -acc → 1 - acc
+        elif DIRECTIONS.get(o) == "maximize":  # -rate → 1 - rate / ref
+            out[:, j] = 1.0 + col / ref if ref > 0 else 1.0
+        else:
+            out[:, j] = col / ref if ref > 0 else col
+    return out
+
+
+def _hv_history(
+    rows: Sequence[TrialRow],
+    objectives: Sequence[str],
+    directions: Sequence[str],
+    scale: Mapping[str, float],
+    points: int,
+) -> list[tuple[int, float]]:
+    """Hypervolume of the front of the first k trials, at up to ``points`` values of k."""
+    n = len(rows)
+    if n == 0:
+        return []
+    m = min(points, n)
+    marks = sorted({max(1, round(n * (i + 1) / m)) for i in range(m)})
+    out = []
+    front = np.empty((0, len(objectives)))
+    hv, changed, k = 0.0, False, 0
+    for mark in marks:
+        for r in rows[k:mark]:
+            if r.state != "complete":
+                continue
+            p = _normalise(np.array([_loss(r, objectives, directions)]), objectives, scale)
+            if not np.any(np.all(front <= p, axis=1)):  # not weakly dominated: the front grows
+                front = np.vstack([front[~np.all(p <= front, axis=1)], p])
+                changed = True
+        k = mark
+        if changed:
+            hv, changed = hypervolume(front, np.ones(len(objectives))), False
+        out.append((mark, hv))
+    return out
+
+
+def _knee(
+    front: Sequence[TrialRow], objectives: Sequence[str], directions: Sequence[str]
+) -> Recommendation | None:
+    if not front:
+        return None
+    i = knee(_losses(front, objectives, directions))
+    return Recommendation(
+        front[i],
+        True,
+        "the knee of the Pareto front: nearest the ideal point with each objective scaled to "
+        "[0, 1] over the front",
+    )
+
+
+def _constrained(
+    done: Sequence[TrialRow],
+    constraints: Constraints,
+    objectives: Sequence[str],
+    directions: Sequence[str],
+) -> Recommendation:
+    limits = _describe(constraints)
+    ok = [r for r in done if not constraints.violations(r)]
+    if ok:
+
+        def rank(r: TrialRow) -> tuple[float, float]:
+            acc = r.val_accuracy if r.val_accuracy is not None else -math.inf
+            time_s = r.train_time_s if r.train_time_s is not None else math.inf
+            return (-acc, time_s)
+
+        best = min(ok, key=rank)
+        return Recommendation(
+            best, True, f"the most accurate of {len(ok)} trials with {limits} (then the fastest)"
+        )
+    if not done:
+        return Recommendation(None, False, f"no complete trials, so none with {limits}")
+
+    def distance(r: TrialRow) -> float:
+        return sum(
+            abs(v - limit) / abs(limit) if limit and math.isfinite(v) else math.inf
+            for v, limit in constraints.violations(r).values()
+        )
+
+    closest = min(done, key=distance)
+    missed = ", ".join(
+        f"{name} {v:.4g} vs {limit:g}"
+        for name, (v, limit) in constraints.violations(closest).items()
+    )
+    return Recommendation(
+        closest, False, f"none satisfies {limits}; closest is trial {closest.number} ({missed})"
+    )
+
+
+def _describe(c: Constraints) -> str:
+    parts = []
+    if c.max_memory_mb is not None:
+        parts.append(f"peak memory <= {c.max_memory_mb:g} MB")
+    if c.max_time_s is not None:
+        parts.append(f"training time <= {c.max_time_s:g} s")
+    if c.min_accuracy is not None:
+        parts.append(f"accuracy >= {c.min_accuracy:g}")
+    return " and ".join(parts)
+
+
+def _batch_sizes(rows: Sequence[TrialRow]) -> list[BatchSizeRow]:
+    by: dict[int, list[TrialRow]] = {}
+    for r in rows:
+        if r.batch_size is not None:
+            by.setdefault(r.batch_size, []).append(r)
+    out = []
+    for b in sorted(by):
+        group = by[b]
+        done = [r for r in group if r.state == "complete"]
+        scored = [r for r in done if r.val_accuracy is not None]
+        best = max(scored, key=lambda r: r.val_accuracy or 0.0) if scored else None
+        times = [r.train_time_s for r in done if r.train_time_s is not None]
+        mems = [r.peak_memory_mb for r in done if r.peak_memory_mb is not None]
+        out.append(
+            BatchSizeRow(
+                batch_size=b,
+                complete=len(done),
+                pruned=sum(r.state == "pruned" for r in group),
+                failed=sum(r.state == "fail" for r in group),
+                infeasible=sum(r.state == "infeasible" for r in group),
+                best_accuracy=best.val_accuracy if best else None,
+                best_lr=best.lr if best else None,
+                median_time_s=statistics.median(times) if times else None,
+                median_memory_mb=statistics.median(mems) if mems else None,
+            )
+        )
+    return out
+
+
+def _importances(study: optuna.Study) -> dict[str, float] | None:
+    """Optuna's parameter importances (fANOVA), or None where they cannot be computed."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _jsonable(report: Report) -> dict[str, Any]:
+    """The report as plain data (what ``--format json`` prints)."""
+    from dataclasses import asdict, replace
+
+    data = asdict(replace(report, trials=[]))  # every trial is in trials.csv, not here
+    data.pop("trials")
+    for row in data["front"]:
+        row.pop("curve")
+    return data

@@ -1,0 +1,188 @@
+"""A ``Report`` as text, Markdown, CSV or JSON.
+
+Text and Markdown hold every section; CSV is one table per file (on stdout: the Pareto front,
+or the best trials of a single-objective study), JSON the whole report as one object.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from bstune._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
+
+__all__ = ["FORMATS", "render", "tables", "write_tables"]
+
+FORMATS = ("table", "markdown", "csv", "json")
+Format = Literal["table", "markdown", "csv", "json"]
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _trial_table(report: Report, rows: Sequence[TrialRow]) -> tuple[list[str], list[list[Any]]]:
+    headers = ["trial", "batch size", "lr", "optimizer", "weight decay", "dropout"]
+    headers += [o + (f" ({report.unit(o)})" if report.unit(o) else "") for o in report.objectives]
+    body = [
+        [r.number, r.batch_size, r.lr, r.optimizer, r.weight_decay, r.dropout]
+        + [r.values.get(o) for o in report.objectives]
+        for r in rows
+    ]
+    return headers, body
+
+
+def _batch_table(rows: Sequence[BatchSizeRow]) -> tuple[list[str], list[list[Any]]]:
+    headers = [
+        "batch size",
+        "complete",
+        "pruned",
+        "failed",
+        "infeasible",
+        "best accuracy",
+        "lr of best",
+        "median training time (s)",
+        "median peak memory (MB)",
+    ]
+    body = [
+        [
+            b.batch_size,
+            b.complete,
+            b.pruned,
+            b.failed,
+            b.infeasible,
+            b.best_accuracy,
+            b.best_lr,
+            b.median_time_s,
+            b.median_memory_mb,
+        ]
+        for b in rows
+    ]
+    return headers, body
+
+
+def tables(report: Report) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Every table of the report, by file stem: front, batch_sizes, hypervolume, trials."""
+    out = {
+        "front" if report.multi_objective else "best": _trial_table(report, report.front),
+        "batch_sizes": _batch_table(report.batch_sizes),
+        "trials": _trial_table(report, report.trials),
+    }
+    out["trials"][0].insert(1, "state")
+    for row, t in zip(out["trials"][1], report.trials, strict=True):
+        row.insert(1, t.state)
+    if report.multi_objective:
+        out["hypervolume"] = (
+            ["trials", "hypervolume"],
+            [list(p) for p in report.hypervolume_history],
+        )
+    return out
+
+
+def _text_table(headers: list[str], body: list[list[Any]], markdown: bool) -> str:
+    cells = [[_cell(v) for v in row] for row in body]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines)
+    if not cells:
+        return "  (none)"
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _recommendation(title: str, rec: Recommendation) -> str:
+    if rec.trial is None:
+        return f"{title}: {rec.reason}"
+    t = rec.trial
+    what = (
+        f"trial {t.number}: batch size {_cell(t.batch_size)}, lr {_cell(t.lr)}, "
+        f"{_cell(t.optimizer)}; accuracy {_cell(t.val_accuracy)}, "
+        f"{_cell(t.train_time_s)} s, {_cell(t.peak_memory_mb)} MB"
+    )
+    return f"{title}: {what} — {rec.reason}" if rec.satisfied else f"{title}: {rec.reason}"
+
+
+def render(report: Report, fmt: Format) -> str:
+    """The report in ``fmt``."""
+    if fmt == "json":
+        return json.dumps(_jsonable(report), indent=2, default=str)
+    if fmt == "csv":
+        headers, body = next(iter(tables(report).values()))
+        return _csv(headers, body)
+    md = fmt == "markdown"
+    h = "## " if md else ""
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(report.counts.items()))
+    out = [
+        f"{'# ' if md else ''}Study {report.study_name!r}: {sum(report.counts.values())} "
+        f"trials ({counts or 'none'}); objectives "
+        + ", ".join(
+            f"{o} ({d})" for o, d in zip(report.objectives, report.directions, strict=True)
+        )
+    ]
+    title = "Pareto front" if report.multi_objective else "Best trials"
+    out += ["", f"{h}{title}", "", _text_table(*_trial_table(report, report.front), md)]
+    out += ["", f"{h}Batch sizes", "", _text_table(*_batch_table(report.batch_sizes), md)]
+    if report.multi_objective and report.hypervolume is not None:
+        refs = ", ".join(f"{o} {v:g}" for o, v in report.reference.items())
+        growth = [
+            p
+            for i, p in enumerate(report.hypervolume_history)
+            if i in _quartiles(len(report.hypervolume_history))
+        ]
+        out += [
+            "",
+            f"{h}Hypervolume",
+            "",
+            f"{report.hypervolume:.4f} (objectives scaled to [0, 1]; reference values: {refs})",
+            "growth: " + ", ".join(f"{hv:.4f} after {k} trials" for k, hv in growth),
+        ]
+    out += ["", f"{h}Recommendation", ""]
+    if report.knee is not None:
+        out.append(_recommendation("knee", report.knee))
+    elif report.front:
+        best = report.front[0]
+        out.append(_recommendation("best", Recommendation(best, True, "the best value")))
+    if report.constrained is not None:
+        out.append(_recommendation("with constraints", report.constrained))
+    if report.importances:
+        out += ["", f"{h}Parameter importances (fANOVA)", ""]
+        body = [[k, v] for k, v in report.importances.items()]
+        out.append(_text_table(["parameter", "importance"], body, md))
+    return "\n".join(out) + "\n"
+
+
+def _quartiles(n: int) -> set[int]:
+    return {max(0, math.ceil(n * q) - 1) for q in (0.25, 0.5, 0.75, 1.0)} if n else set()
+
+
+def _csv(headers: list[str], body: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([["" if v is None else v for v in row] for row in body])
+    return buf.getvalue()
+
+
+def write_tables(report: Report, out: Path) -> list[Path]:
+    """Each table as ``<name>.csv`` and the whole report as ``report.json`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, (headers, body) in tables(report).items():
+        path = out / f"{name}.csv"
+        path.write_text(_csv(headers, body), encoding="utf-8")
+        paths.append(path)
+    path = out / "report.json"
+    path.write_text(render(report, "json"), encoding="utf-8")
+    return [*paths, path]
