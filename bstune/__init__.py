@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from bstune._measure import LiveTensorMemory
     from bstune._models import ModelError, build_model
     from bstune._optim import Hyperparams, make_optimizer
+    from bstune._pruning import KeepFront
+    from bstune._report import Constraints, Report, build_report
 
 _EXPORTS = {
     "ConfigError": "_config",
@@ -53,22 +55,30 @@ _EXPORTS = {
     "build_model": "_models",
     "Hyperparams": "_optim",
     "make_optimizer": "_optim",
+    "KeepFront": "_pruning",
+    "Constraints": "_report",
+    "Report": "_report",
+    "build_report": "_report",
 }
 
 __all__ = [
     "ConfigError",
+    "Constraints",
     "DataFileError",
     "Dataset",
     "EpochStats",
     "Hyperparams",
+    "KeepFront",
     "LiveTensorMemory",
     "ModelError",
+    "Report",
     "RunSpec",
     "Split",
     "StudyConfig",
     "TrainResult",
     "__version__",
     "build_model",
+    "build_report",
     "load_dataset",
     "load_study",
     "make_optimizer",
