@@ -267,6 +267,11 @@ class SearchSpaceConfig(_Config):
         bs = data.get("batch_size")
         if isinstance(bs, int) and not isinstance(bs, bool):
             data["batch_size"] = {"low": bs, "high": bs, "log": False}
+        elif bs is not None and not isinstance(bs, Mapping):
+            raise ValueError(
+                f"batch_size: expected a whole number of examples or a range {{low, high}}, "
+                f"got {bs!r}"
+            )
         if isinstance(data.get("optimizer"), str):
             data["optimizer"] = [data["optimizer"]]
         return data
@@ -382,10 +387,13 @@ class SamplerConfig(_Config):
 
 
 class BudgetConfig(_Config):
-    """``budget:`` — when a study stops: a number of trials and/or seconds."""
+    """``budget:`` — when a study stops (a number of trials and/or seconds), and the most
+    memory a trial may use: a trial whose measured peak exceeds ``max_memory_mb`` is infeasible
+    (an Optuna constraint), stopped at the first epoch that exceeds it, never on the front."""
 
     n_trials: _PosInt | None = 20
     timeout: float | None = Field(None, gt=0.0)
+    max_memory_mb: float | None = Field(None, gt=0.0)
 
 
 class StudyConfig(_Config):
@@ -449,6 +457,21 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
     list("-+0123456789."),
 )
+
+
+def check_batch_sizes(cfg: StudyConfig, n_train: int) -> None:
+    """What only the data can tell: every batch size must fit in the training split.
+
+    Raises:
+        ConfigError: a batch size of the search space is above ``n_train``.
+    """
+    bs = cfg.search_space.batch_size
+    if bs.high > n_train:
+        raise ConfigError(
+            f"{cfg.source or '<study>'}: search_space.batch_size: {bs.high} is above the size "
+            f"of the training split ({n_train} examples of {cfg.dataset.name}); expected "
+            f"batch sizes of at most {n_train}"
+        )
 
 
 def load_study(path: str | Path) -> StudyConfig:

@@ -24,7 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["LiveTensorMemory", "Stopwatch", "tensor_bytes"]
+__all__ = ["LiveTensorMemory", "Stopwatch", "is_out_of_memory", "release_memory", "tensor_bytes"]
 
 MB = 1024 * 1024
 
@@ -97,3 +97,34 @@ class LiveTensorMemory(TorchDispatchMode):
         self._refs[ptr] = (weakref.ref(st, released), size)
         self.current += size
         self.peak = max(self.peak, self.current)
+
+
+# How each backend says it ran out: CUDA raises torch.OutOfMemoryError (torch.cuda's is an alias);
+# the CPU allocator and MPS raise RuntimeError with these words.
+_OOM_MESSAGES = (
+    "out of memory",  # CUDA (older torch), "MPS backend out of memory"
+    "DefaultCPUAllocator: can't allocate memory",
+    "DefaultCPUAllocator: not enough memory",
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocator's out-of-memory error (CUDA, CPU or MPS)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MESSAGES)
+
+
+def release_memory() -> None:
+    """Give back what a failed run held: collect its tensors and empty the CUDA/MPS caches.
+
+    Call it after the error's traceback is gone (outside the ``except`` block): the traceback's
+    frames hold the model, gradients and optimizer state.
+    """
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()

@@ -11,10 +11,15 @@ trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
 * ``curves`` — per epoch ``train_loss``, ``val_loss``, ``val_accuracy``, ``epoch_time_s``
   (training phase), ``samples_per_s``;
 * ``val_loss_by_step`` — the validation-loss curve by reported step (what pruners compare);
-* ``stopped`` — why the run ended early (a non-finite loss, or pruning), if it did;
+* ``stopped`` — why the run ended early (a non-finite loss, pruning, out of memory, over the
+  memory budget), if it did;
 * ``kept_on_front`` — the steps where the pruner said "prune" and ``keep_front`` overruled it.
 
-A trial that raised stores ``bstune:error`` (type and message) and ``bstune:traceback``.
+A trial that raised stores ``bstune:error`` (type and message) and ``bstune:traceback``. A trial
+that ran out of memory, or whose peak exceeded ``budget.max_memory_mb``, ends PRUNED and
+infeasible: an Optuna constraint (``out_of_memory`` = 1, or ``memory_mb`` = peak − budget > 0)
+that samplers read, so they learn which batch sizes do not fit. With a budget every finished
+trial carries ``memory_mb`` (<= 0 when it fits).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import optuna
 from bstune._config import StudyConfig
 from bstune._data import Dataset, load_dataset
 from bstune._engine import EpochStats, RunSpec, TrainResult, train
+from bstune._measure import is_out_of_memory, release_memory
 from bstune._metrics import ATTR, DIRECTIONS
 from bstune._pruning import report
 from bstune._space import suggest
@@ -96,9 +102,13 @@ class Objective:
         n_train = len(self.dataset.train)
         seen = 0
 
+        budget = self.config.budget.max_memory_mb
+
         def on_epoch(stats: EpochStats) -> None:
             nonlocal seen
             curves.append(stats)
+            if budget is not None and stats.peak_memory_mb > budget:
+                raise _OverBudgetError(stats.peak_memory_mb)
             # The step is the number of whole passes over the training split the trial has
             # seen: the epoch when every epoch sees every example (drop_last: false), and equal
             # data seen for every batch size when epochs drop a partial batch.
@@ -114,21 +124,49 @@ class Objective:
                 finally:
                     self.report_seconds += time.perf_counter() - start
 
+        hparams = sampled.hparams.__dict__
+        batch = sampled.hparams.batch_size
+        infeasible: tuple[str, float, str] | None = None  # constraint, its value, the reason
         start = time.perf_counter()
         try:
             result = train(spec, on_epoch=on_epoch)
         except optuna.TrialPruned as pruned:
-            _record(trial, sampled.hparams.__dict__, curves, by_step, kept, None, str(pruned))
+            _record(trial, hparams, curves, by_step, kept, None, str(pruned))
             raise
+        except _OverBudgetError as over:
+            infeasible = ("memory_mb", over.peak_mb - (budget or 0.0),
+                          f"peak memory {over.peak_mb:.4g} MB is over the budget of {budget:g} MB "
+                          f"at batch size {batch}")  # fmt: skip
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            infeasible = ("out_of_memory", 1.0, f"out of memory at batch size {batch}")
         finally:
             self.engine_seconds += time.perf_counter() - start
-        hparams = sampled.hparams.__dict__
+        if infeasible is not None:
+            # Outside the except block: the error's traceback, which held the model, gradients
+            # and optimizer state, is gone, so release_memory can give them back.
+            release_memory()
+            key, value, reason = infeasible
+            trial.set_constraint(key, value)  # samplers learn the region does not fit
+            _record(trial, hparams, curves, by_step, kept, None, reason)
+            raise optuna.TrialPruned(reason)
+        if budget is not None:
+            trial.set_constraint("memory_mb", result.peak_memory_mb - budget)  # <= 0: fits
         _record(trial, hparams, result.epochs, by_step, kept, result, result.diverged)
         if result.diverged:
             # PRUNED, not FAIL: samplers learn from pruned trials that this region is bad.
             raise optuna.TrialPruned(result.diverged)
         values = objective_values(result, self.objectives)
         return values[0] if len(values) == 1 else values
+
+
+class _OverBudgetError(Exception):
+    """Raised from the epoch callback when a trial's peak memory exceeds the budget."""
+
+    def __init__(self, peak_mb: float) -> None:
+        super().__init__(f"peak memory {peak_mb:.4g} MB")
+        self.peak_mb = peak_mb
 
 
 def _record(

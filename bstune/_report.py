@@ -7,9 +7,10 @@ running or finished, and on plain Optuna studies with a ``batch_size`` parameter
 
 Definitions (the README's "Reading a study" says the same):
 
-* Feasible: a trial whose Optuna constraints (system attribute ``constraints``, as
-  ``constraints_func`` and ``trial.set_constraint`` store them) are all <= 0, or that has none.
-  Only complete, feasible trials can be on the front or be recommended.
+* Feasible: a trial whose Optuna constraints (``trial.set_constraint``, or a sampler's
+  ``constraints_func``) are all <= 0, or that has none. Only complete, feasible trials can be on
+  the front or be recommended; a complete or pruned trial that violates one (over the memory
+  budget, out of memory) is shown as "infeasible".
 * Hypervolume: each objective is mapped to [0, 1], 0 its ideal and 1 its reference value —
   ``val_accuracy`` 1 → 0 and 0 → 1; ``train_time``, ``peak_memory``, ``val_loss`` 0 → 0 and the
   reference (default: 1.1 × the largest value among complete trials) → 1; ``throughput`` its
@@ -207,16 +208,16 @@ def objective_names(study: optuna.Study) -> list[str]:
 
 
 def feasible(trial: FrozenTrial) -> bool:
-    """Optuna's feasibility: every stored constraint value is <= 0 (or there are none)."""
-    return all(c <= 0 for c in trial.system_attrs.get("constraints", ()))
+    """Optuna's feasibility: every constraint value is <= 0 (or there are none)."""
+    return all(c <= 0 for c in trial.constraints.values())
 
 
 def _row(t: FrozenTrial, objectives: Sequence[str]) -> TrialRow:
     metrics = t.user_attrs.get(f"{ATTR}metrics", {})
     hp = metrics.get("hparams", {})
     state = t.state.name.lower()
-    if t.state == TrialState.COMPLETE and not feasible(t):
-        state = "infeasible"
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not feasible(t):
+        state = "infeasible"  # over the memory budget, out of memory, or a user's constraint
     values = dict(zip(objectives, t.values, strict=True)) if t.values is not None else {}
 
     def pick(metric: str, objective: str) -> float | None:

@@ -25,7 +25,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune import __version__
-from bstune._config import ConfigError, StudyConfig
+from bstune._config import ConfigError, StudyConfig, check_batch_sizes
 from bstune._curves import CurvesRefresher
 from bstune._metrics import ATTR, DIRECTIONS
 from bstune._pruning import KeepFront
@@ -339,6 +339,7 @@ def run_study(
     from bstune._objective import Objective
 
     objective = objective or Objective(cfg)
+    check_batch_sizes(cfg, len(objective.dataset.train))  # before any trial starts
     figure = CurvesRefresher(study) if len(cfg.objectives) > 1 else None
     if figure is not None:  # the dashboard draws single-objective curves itself
         objective.before_trial = figure.maybe_refresh

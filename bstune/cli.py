@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the sampler's seed (sampler.seed)")
     p.add_argument("--epochs", type=_positive_int, help="override training.epochs")
     p.add_argument("--device", help="override training.device")
+    p.add_argument(
+        "--max-memory-mb", type=_positive_number, metavar="MB",
+        help="memory budget (budget.max_memory_mb): trials whose peak exceeds it are infeasible",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_optimize)
 
@@ -240,7 +244,11 @@ def _load(args: argparse.Namespace) -> Any:
 
     cfg = load_study(args.study_file)
     overrides = {k: getattr(args, k) for k in ("epochs", "device") if getattr(args, k, None)}
-    return cfg.with_training(**overrides) if overrides else cfg
+    cfg = cfg.with_training(**overrides) if overrides else cfg
+    if getattr(args, "max_memory_mb", None):
+        budget = cfg.budget.model_copy(update={"max_memory_mb": args.max_memory_mb})
+        cfg = cfg.model_copy(update={"budget": budget})
+    return cfg
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -263,11 +271,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
+    from bstune._config import check_batch_sizes
     from bstune._metrics import UNITS
+    from bstune._objective import Objective
     from bstune._study import best_rows, mask_url, open_study, run_study
 
     cfg = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # bstune prints what matters below
+    objective = Objective(cfg)
+    check_batch_sizes(cfg, len(objective.dataset.train))  # before a study is opened or created
     study = open_study(cfg, storage=args.storage, study_name=args.study_name, seed=args.seed)
     n_trials = args.n_trials or (None if args.timeout else cfg.budget.n_trials)
     timeout = args.timeout or (None if args.n_trials else cfg.budget.timeout)
@@ -280,7 +292,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     )
     summary = run_study(
         study, cfg, n_trials=n_trials, timeout=timeout, show_progress_bar=not args.no_progress,
-        callbacks=[_trial_line],
+        callbacks=[_trial_line], objective=objective,
     )  # fmt: skip
     counts = {
         s.name.lower(): summary.count(s) for s in optuna.trial.TrialState if summary.count(s)
