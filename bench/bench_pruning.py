@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import yaml
-from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from bstune._config import parse_study
 from bstune._metrics import DIRECTIONS
+from bstune._pareto import hypervolume as _hypervolume
 from bstune._study import open_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,8 +70,7 @@ def hypervolume(lv: np.ndarray, scale: np.ndarray) -> float:
     lv = lv.copy()
     lv[:, 0] = 1.0 + lv[:, 0]  # -accuracy -> 1 - accuracy
     lv = lv / scale
-    inside = lv[np.all(lv < 1.0, axis=1)]
-    return float(compute_hypervolume(inside, np.ones(3))) if len(inside) else 0.0
+    return _hypervolume(lv, np.ones(3))  # points outside the box add nothing
 
 
 def main() -> None:

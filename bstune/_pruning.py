@@ -122,13 +122,16 @@ def report(
 
 
 def _dominated(study: optuna.Study, values: Sequence[float], margin: float) -> bool:
-    """Whether a completed trial of ``study`` is, in every objective, no worse than ``values``
-    or worse by at most ``margin`` (relative to ``values``)."""
+    """Whether a completed, feasible trial of ``study`` is, in every objective, no worse than
+    ``values`` or worse by at most ``margin`` (relative to ``values``). Infeasible trials (a
+    constraint above 0) are never on the front, so they spare nothing."""
     sign = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions]
     mine = [s * v + margin * abs(v) for s, v in zip(sign, values, strict=True)]
     for t in study._storage.get_all_trials(
         study._study_id, deepcopy=False, states=(TrialState.COMPLETE,)
     ):
+        if any(c > 0 for c in t.constraints.values()):
+            continue
         theirs = [s * v for s, v in zip(sign, t.values, strict=True)]
         if all(a <= b for a, b in zip(theirs, mine, strict=True)):
             return True

@@ -30,11 +30,22 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _trial_table(report: Report, rows: Sequence[TrialRow]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["trial", "batch size", "lr", "optimizer", "weight decay", "dropout"]
+def _trial_table(
+    report: Report, rows: Sequence[TrialRow], with_state: bool = False
+) -> tuple[list[str], list[list[Any]]]:
+    headers = ["trial", *(["state"] if with_state else []), "batch size", "lr", "optimizer",
+               "weight decay", "dropout"]  # fmt: skip
     headers += [o + (f" ({report.unit(o)})" if report.unit(o) else "") for o in report.objectives]
     body = [
-        [r.number, r.batch_size, r.lr, r.optimizer, r.weight_decay, r.dropout]
+        [
+            r.number,
+            *([r.state] if with_state else []),
+            r.batch_size,
+            r.lr,
+            r.optimizer,
+            r.weight_decay,
+            r.dropout,
+        ]
         + [r.values.get(o) for o in report.objectives]
         for r in rows
     ]
@@ -75,11 +86,8 @@ def tables(report: Report) -> dict[str, tuple[list[str], list[list[Any]]]]:
     out = {
         "front" if report.multi_objective else "best": _trial_table(report, report.front),
         "batch_sizes": _batch_table(report.batch_sizes),
-        "trials": _trial_table(report, report.trials),
+        "trials": _trial_table(report, report.trials, with_state=True),
     }
-    out["trials"][0].insert(1, "state")
-    for row, t in zip(out["trials"][1], report.trials, strict=True):
-        row.insert(1, t.state)
     if report.multi_objective:
         out["hypervolume"] = (
             ["trials", "hypervolume"],

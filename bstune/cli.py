@@ -70,6 +70,15 @@ def _references(text: str) -> dict[str, float]:
     return out
 
 
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """The study file, and where its study is stored: what every study command takes."""
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument(
+        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
+    )
+    p.add_argument("--study-name", help="study name (study.name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bstune",
@@ -104,13 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a study: sample batch size, lr, optimizer ... jointly; store every trial",
         description="Run (or resume) the study a study file describes. Re-running adds trials.",
     )
-    p.add_argument("study_file", metavar="STUDY.yaml")
+    _add_study_args(p)
     p.add_argument("--n-trials", type=_positive_int, help="trials to add (budget.n_trials)")
     p.add_argument("--timeout", type=_positive_float, help="seconds to run (budget.timeout)")
-    p.add_argument(
-        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
-    )
-    p.add_argument("--study-name", help="study name (study.name)")
     p.add_argument("--seed", type=int, help="the sampler's seed (sampler.seed)")
     p.add_argument("--epochs", type=_positive_int, help="override training.epochs")
     p.add_argument("--device", help="override training.device")
@@ -128,11 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "batch size, the front's hypervolume and how it grew, the knee of the front or the best "
         "trial within limits; with --out, plots (HTML and PNG) and every table as CSV.",
     )
-    p.add_argument("study_file", metavar="STUDY.yaml")
-    p.add_argument(
-        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
-    )
-    p.add_argument("--study-name", help="study name (study.name)")
+    _add_study_args(p)
     p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
     p.add_argument("--out", metavar="DIR", help="write plots, CSV tables and report.json here")
     p.add_argument(
@@ -170,11 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise), after saving bstune's Pareto, batch-size and learning-curve figures into "
         "the study.",
     )
-    p.add_argument("study_file", metavar="STUDY.yaml")
-    p.add_argument(
-        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
-    )
-    p.add_argument("--study-name", help="study name (study.name)")
+    _add_study_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     p.set_defaults(func=_cmd_dashboard)
@@ -359,10 +356,11 @@ def _name_objectives(study: Any) -> None:
 
     from bstune._report import objective_names
 
-    if study.metric_names is None and len(objective_names(study)) == len(study.directions):
+    names = objective_names(study)
+    if study.metric_names is None and len(names) == len(study.directions):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(objective_names(study))
+            study.set_metric_names(names)
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:

@@ -180,6 +180,14 @@ def test_keep_front_spares_a_trial_that_would_be_on_the_front() -> None:
         report(trial, 3, 0.8, projected=[0.6, 7.0])
 
 
+def test_keep_front_ignores_infeasible_trials() -> None:
+    study = front_study(KeepFront(median()))
+    # better on both axes, but infeasible (over a memory budget, say): never on the front
+    study.add_trial(optuna.trial.create_trial(values=[0.99, 1.0], user_attrs={},
+                                              system_attrs={"constraints": [1.0]}))  # fmt: skip
+    assert report(study.ask(), 1, 1.0, projected=[0.5, 2.0]) is True
+
+
 def test_keep_front_margin_does_not_spare_a_hair_faster_trial() -> None:
     # 2% faster and 1% less accurate than the (0.8, 6 s) trial: on the front, but only just
     projected = [0.79, 5.88]
