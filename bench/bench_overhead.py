@@ -6,14 +6,21 @@ per-epoch reporting and pruning decisions made from its callback). The differenc
 bstune and Optuna do around training: sampling, writing parameters and records, reporting and
 pruning decisions, the dashboard's learning-curve figure.
 
-    python bench/bench_overhead.py [--n-trials 40] [--epochs 5] [--storage sqlite|journal]
+    python bench/bench_overhead.py [--n-trials 40] [--epochs 5]
+        [--storage sqlite|journal|postgresql] [--no-pruning] [--no-heartbeat]
+
+``postgresql`` uses ``$BSTUNE_BENCH_PG`` (default the local server's ``test`` database) and a
+fresh study name. Database storages carry bstune's default heartbeat (every 60 s, and a check
+for dead workers' trials as each trial starts).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -31,19 +38,29 @@ def main() -> None:
     ap.add_argument("--study", default=str(REPO / "studies" / "digits.yaml"))
     ap.add_argument("--n-trials", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--storage", choices=["sqlite", "journal"], default="sqlite")
+    ap.add_argument("--storage", choices=["sqlite", "journal", "postgresql"], default="sqlite")
     ap.add_argument("--no-pruning", action="store_true", help="pruner: none")
+    ap.add_argument("--no-heartbeat", action="store_true", help="study.heartbeat_interval: null")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = yaml.safe_load(Path(args.study).read_text())
     if args.no_pruning:
         data["pruner"] = {"name": "none"}
+    if args.no_heartbeat:
+        data["study"] = {**data.get("study", {}), "heartbeat_interval": None}
     cfg = parse_study(data, source=args.study).with_training(epochs=args.epochs)
     import optuna_dashboard  # noqa: F401 - a one-time ~1 s import, not a per-trial cost
 
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/o.db" if args.storage == "sqlite" else f"journal:///{tmp}/o.log"
-        study = open_study(cfg, storage=url)
+        url = {
+            "sqlite": f"sqlite:///{tmp}/o.db",
+            "journal": f"journal:///{tmp}/o.log",
+            "postgresql": os.environ.get(
+                "BSTUNE_BENCH_PG", "postgresql://postgres@127.0.0.1/test"
+            ),
+        }[args.storage]
+        name = f"bench-overhead-{uuid.uuid4().hex[:8]}"
+        study = open_study(cfg, storage=url, study_name=name)
         objective = Objective(cfg)
         _ = objective.dataset  # loaded once per process, before the clock starts
         start = time.perf_counter()

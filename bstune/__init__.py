@@ -25,18 +25,30 @@ except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
-    from bstune._config import ConfigError, StudyConfig, load_study, parse_study
+    from bstune._config import ConfigError, SearchSpace, StudyConfig, load_study, parse_study
     from bstune._data import Dataset, Split, load_dataset
-    from bstune._engine import EpochStats, RunSpec, TrainResult, resolve_device, train
+    from bstune._engine import (
+        EpochStats,
+        RunSpec,
+        StepStats,
+        TrainResult,
+        measure_steps,
+        resolve_device,
+        train,
+    )
     from bstune._idx import DataFileError, read_idx
-    from bstune._measure import LiveTensorMemory
+    from bstune._measure import LiveTensorMemory, Measure
     from bstune._models import ModelError, build_model
+    from bstune._objective import Objective
     from bstune._optim import Hyperparams, make_optimizer
-    from bstune._pruning import KeepFront
+    from bstune._probe import ProbeResult, ProbeRow, probe, write_narrowed
+    from bstune._pruning import KeepFront, report
     from bstune._report import Constraints, Report, build_report
+    from bstune._space import Sampled, suggest
 
 _EXPORTS = {
     "ConfigError": "_config",
+    "SearchSpace": "_config",
     "StudyConfig": "_config",
     "load_study": "_config",
     "parse_study": "_config",
@@ -45,20 +57,31 @@ _EXPORTS = {
     "load_dataset": "_data",
     "EpochStats": "_engine",
     "RunSpec": "_engine",
+    "StepStats": "_engine",
     "TrainResult": "_engine",
+    "measure_steps": "_engine",
     "resolve_device": "_engine",
     "train": "_engine",
     "DataFileError": "_idx",
     "read_idx": "_idx",
     "LiveTensorMemory": "_measure",
+    "Measure": "_measure",
+    "Objective": "_objective",
     "ModelError": "_models",
     "build_model": "_models",
     "Hyperparams": "_optim",
     "make_optimizer": "_optim",
+    "ProbeResult": "_probe",
+    "ProbeRow": "_probe",
+    "probe": "_probe",
+    "write_narrowed": "_probe",
     "KeepFront": "_pruning",
+    "report": "_pruning",
     "Constraints": "_report",
     "Report": "_report",
     "build_report": "_report",
+    "Sampled": "_space",
+    "suggest": "_space",
 }
 
 __all__ = [
@@ -70,10 +93,17 @@ __all__ = [
     "Hyperparams",
     "KeepFront",
     "LiveTensorMemory",
+    "Measure",
     "ModelError",
+    "Objective",
+    "ProbeResult",
+    "ProbeRow",
     "Report",
     "RunSpec",
+    "Sampled",
+    "SearchSpace",
     "Split",
+    "StepStats",
     "StudyConfig",
     "TrainResult",
     "__version__",
@@ -82,10 +112,15 @@ __all__ = [
     "load_dataset",
     "load_study",
     "make_optimizer",
+    "measure_steps",
     "parse_study",
+    "probe",
     "read_idx",
+    "report",
     "resolve_device",
+    "suggest",
     "train",
+    "write_narrowed",
 ]
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "ModelConfig",
     "PrunerConfig",
     "SamplerConfig",
+    "SearchSpace",
     "SearchSpaceConfig",
     "StudyConfig",
     "StudySection",
@@ -83,10 +84,31 @@ class _Config(BaseModel):
 
 
 class StudySection(_Config):
-    """``study:`` — the study's name and where it is stored."""
+    """``study:`` — the study's name, where it is stored, and how workers that die are noticed.
+
+    With a database storage each worker's running trial sends a heartbeat every
+    ``heartbeat_interval`` seconds; a trial silent for ``grace_period`` seconds (default twice
+    the interval) is marked FAIL by the next worker to start a trial, and retried ``retries``
+    times with the same parameters. ``heartbeat_interval: null`` turns this off.
+    """
 
     name: str | None = None
     storage: str | None = None
+    heartbeat_interval: _PosInt | None = 60
+    grace_period: _PosInt | None = None
+    retries: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> StudySection:
+        if self.grace_period is not None:
+            if self.heartbeat_interval is None:
+                raise ValueError("grace_period needs a heartbeat_interval")
+            if self.grace_period <= self.heartbeat_interval:
+                raise ValueError(
+                    f"grace_period ({self.grace_period}) must be longer than heartbeat_interval "
+                    f"({self.heartbeat_interval}), or a live worker's trial could be failed"
+                )
+        return self
 
     @field_validator("storage")
     @classmethod
@@ -261,6 +283,10 @@ class SearchSpaceConfig(_Config):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
+        for key in ("batch_size", *FLOAT_PARAMS):  # (low, high) from Python: a range
+            v = data.get(key)
+            if isinstance(v, (tuple, list)) and len(v) == 2:
+                data[key] = {"low": v[0], "high": v[1]}
         for key in FLOAT_PARAMS:
             if key in data:
                 data[key] = _single_value(data[key])
@@ -289,6 +315,12 @@ class SearchSpaceConfig(_Config):
         if v is not None and v.low < 0:
             raise ValueError(f"expected values >= 0, got low={v.low}")
         return v
+
+
+SearchSpace = SearchSpaceConfig
+"""The public name of a search space, for Python code: ``SearchSpace(batch_size=(16, 1024),
+lr=(1e-4, 1e-1), optimizer=["sgd", "adam"])`` — ranges as ``(low, high)`` or mappings with
+``low``, ``high``, ``log``, ``step``, single values to pin a parameter, as in a study file."""
 
 
 # Pruners: one typed config each, with Optuna's argument names and defaults.

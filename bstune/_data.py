@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +12,14 @@ import torch
 from bstune._config import DatasetConfig
 from bstune._idx import IDX_SETS, DataFileError, find_or_fetch, read_idx
 
-__all__ = ["DataFileError", "Dataset", "Split", "load_dataset", "stratified_split"]
+__all__ = [
+    "DataFileError",
+    "Dataset",
+    "Split",
+    "StreamSplit",
+    "load_dataset",
+    "stratified_split",
+]
 
 
 @dataclass(frozen=True)
@@ -32,17 +41,54 @@ class Split:
 
 
 @dataclass(frozen=True)
+class StreamSplit:
+    """A ``torch.utils.data.Dataset`` too large to hold as tensors, read through a DataLoader
+    batch by batch (inputs as float32; targets as int64 class indices, or float32)."""
+
+    data: torch.utils.data.Dataset[Any]
+    size: int
+    input_shape: tuple[int, ...]
+    float_targets: bool
+
+    def __len__(self) -> int:
+        return self.size
+
+    def to(self, device: torch.device) -> StreamSplit:
+        return self  # each batch goes to the device as it is read
+
+    def batches(
+        self,
+        batch_size: int,
+        device: torch.device,
+        shuffle: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The split's batches on ``device``, shuffled by ``shuffle`` if given."""
+        loader = torch.utils.data.DataLoader(
+            self.data, batch_size=batch_size, shuffle=shuffle is not None, generator=shuffle,
+            drop_last=drop_last, pin_memory=device.type == "cuda",
+        )  # fmt: skip
+        for xb, yb in loader:
+            yb = yb.float() if self.float_targets else yb.long()
+            yield xb.float().to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """A classification data set: train (for fitting), val (for tuning), test (held out)."""
+    """A classification data set: train (for fitting), val (for tuning), test (held out).
+
+    A user's data set too large to hold as tensors has :class:`StreamSplit` splits."""
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Split | StreamSplit
+    val: Split | StreamSplit
+    test: Split | StreamSplit
     num_classes: int
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if isinstance(self.train, StreamSplit):
+            return self.train.input_shape
         return tuple(self.train.x.shape[1:])
 
     def to(self, device: torch.device) -> Dataset:

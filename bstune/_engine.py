@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,20 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from bstune._config import ConfigError, ModelConfig, StudyConfig
-from bstune._data import Dataset, Split
-from bstune._measure import MB, LiveTensorMemory, Stopwatch, tensor_bytes
+from bstune._data import Dataset, Split, StreamSplit
+from bstune._measure import MB, Stopwatch, step_memory
 from bstune._models import build_model
 from bstune._optim import Hyperparams, make_optimizer, warmup_factor
 
-__all__ = ["EpochStats", "RunSpec", "TrainResult", "resolve_device", "train"]
+__all__ = [
+    "EpochStats",
+    "RunSpec",
+    "StepStats",
+    "TrainResult",
+    "measure_steps",
+    "resolve_device",
+    "train",
+]
 
 _CHECK_EVERY = 32  # steps between checks for a non-finite loss (each check waits for the device)
 
@@ -46,6 +55,9 @@ class RunSpec:
     drop_last: bool = False
     eval_batch_size: int = 4096
     evaluate_test: bool = True
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """``(outputs, targets) -> mean loss``; None: cross-entropy (with the trial's label
+    smoothing while training). Accuracy is measured only for integer class targets."""
 
     @classmethod
     def from_study(cls, cfg: StudyConfig, dataset: Dataset, hparams: Hyperparams) -> RunSpec:
@@ -160,26 +172,32 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
 
     model = _build(spec, data).to(device)
     steps_per_epoch = n // hp.batch_size if spec.drop_last else math.ceil(n / hp.batch_size)
-    stepper = _Stepper(model, hp, amp_dtype, device, round(hp.warmup_epochs * steps_per_epoch))
+    warmup = round(hp.warmup_epochs * steps_per_epoch)
+    stepper = _Stepper(model, hp, amp_dtype, device, warmup, spec.loss)
     curves: list[EpochStats] = []
     peak_bytes, train_time, diverged = 0, 0.0, None
     for epoch in range(1, spec.epochs + 1):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = clock.now()
-        perm = torch.randperm(n, generator=shuffle).to(device)
-        out = _train_epoch(stepper, data.train, perm, steps_per_epoch, measure=epoch == 1)
+        measure_at = _measure_at(epoch, n, hp)
+        if isinstance(data.train, StreamSplit):
+            batches = data.train.batches(hp.batch_size, device, shuffle, spec.drop_last)
+        else:
+            perm = torch.randperm(n, generator=shuffle).to(device)
+            batches = _tensor_batches(data.train, perm, hp.batch_size, steps_per_epoch)
+        out = _train_epoch(stepper, batches, measure_at, device)
         train_time = clock.now() - start
         if device.type == "cuda":
             epoch_peak = torch.cuda.max_memory_allocated(device)
-        else:  # measured on one step of the first epoch
+        else:  # measured on one step of the first epoch (and the second: _measure_at)
             epoch_peak = max(out.live_peak_bytes, peak_bytes)
         peak_bytes = max(peak_bytes, epoch_peak)
         if out.diverged:
             diverged = f"{out.diverged} in epoch {epoch}, detected at step {out.steps}"
             break
         start = clock.now()
-        val_loss, val_acc = _evaluate(model, data.val, spec.eval_batch_size, stepper.autocast)
+        val_loss, val_acc = _evaluate(model, data.val, spec, stepper.autocast)
         stats = EpochStats(
             epoch, out.loss_sum / out.samples, val_loss, val_acc, train_time,
             clock.now() - start, out.samples, out.steps, out.samples / train_time,
@@ -191,7 +209,7 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
 
     test_loss = test_acc = None
     if spec.evaluate_test and not diverged:
-        test_loss, test_acc = _evaluate(model, data.test, spec.eval_batch_size, stepper.autocast)
+        test_loss, test_acc = _evaluate(model, data.test, spec, stepper.autocast)
     train_total = sum(e.train_time_s for e in curves) + (train_time if diverged else 0.0)
     last = curves[-1] if curves else None
     return TrainResult(
@@ -223,8 +241,11 @@ class _Stepper:
         amp_dtype: torch.dtype | None,
         device: torch.device,
         warmup_steps: int,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.model, self.hp, self.warmup_steps = model, hp, warmup_steps
+        smoothing = hp.label_smoothing
+        self.loss = loss or (lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing))
         self.opt = make_optimizer(model.parameters(), hp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.autocast = _autocast(device, amp_dtype)
@@ -238,8 +259,8 @@ class _Stepper:
         if self.count < self.warmup_steps:
             for group in self.opt.param_groups:
                 group["lr"] = self.hp.lr * warmup_factor(self.count, self.warmup_steps)
-        with self.autocast:
-            loss = F.cross_entropy(self.model(xb), yb, label_smoothing=self.hp.label_smoothing)
+        with self.autocast:  # the outputs are not kept: backward frees them as it goes
+            loss = self.loss(self.model(xb), yb)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -257,62 +278,184 @@ class _EpochOutcome:
     diverged: str | None
 
 
-def _train_epoch(
-    stepper: _Stepper, train: Split, perm: torch.Tensor, steps: int, measure: bool
-) -> _EpochOutcome:
-    """One pass over ``perm``'s batches. With ``measure`` on a non-CUDA device, one full-size
-    step (the 2nd if there is one: by then the optimizer state exists, as it does for every
-    later step) runs under :class:`LiveTensorMemory`."""
-    stepper.model.train()
-    b = stepper.hp.batch_size
-    measure_at = (1 if len(train) // b >= 2 else 0) if measure and not train.x.is_cuda else -1
-    live_peak = 0
-    loss_sum = torch.zeros((), device=train.x.device)
+def _measure_at(epoch: int, n: int, hp: Hyperparams) -> int:
+    """Which step of ``epoch`` runs under :class:`LiveTensorMemory` off CUDA (-1: none).
+
+    A full-size step after the first, when gradients and optimizer state exist as they do for
+    every later step: the 2nd of epoch 1; if epoch 1 has one full step only, its 1st (a figure
+    for epoch 1) and the 1st of epoch 2.
+    """
+    full_steps = n // hp.batch_size
+    if epoch == 1:
+        return 1 if full_steps >= 2 else 0
+    return 0 if epoch == 2 and full_steps < 2 else -1
+
+
+def _tensor_batches(
+    train: Split, perm: torch.Tensor, batch_size: int, steps: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An epoch's batches of a split held on the device: an ``index_select`` of a slice of
+    ``perm`` each."""
     for i in range(steps):
-        idx = perm[i * b : (i + 1) * b]
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        yield train.x.index_select(0, idx), train.y.index_select(0, idx)
+
+
+def _train_epoch(
+    stepper: _Stepper,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    measure_at: int,
+    device: torch.device,
+) -> _EpochOutcome:
+    """One pass over ``batches``; on a non-CUDA device step ``measure_at`` runs under
+    :class:`LiveTensorMemory`."""
+    stepper.model.train()
+    measure_at = -1 if device.type == "cuda" else measure_at
+    live_peak, samples, steps = 0, 0, 0
+    loss_sum = torch.zeros((), device=device)
+    for i, (xb, yb) in enumerate(batches):
         if i == measure_at:
-            with LiveTensorMemory(_resident_bytes(stepper.model, stepper.opt)) as mem:
-                loss = stepper(train.x.index_select(0, idx), train.y.index_select(0, idx))
-            live_peak = mem.peak
+            loss, live_peak = _measured_step(stepper, xb, yb)
         else:
-            loss = stepper(train.x.index_select(0, idx), train.y.index_select(0, idx))
-        loss_sum.add_(loss, alpha=idx.numel())
-        if ((i + 1) % _CHECK_EVERY == 0 or i + 1 == steps) and not torch.isfinite(loss_sum):
-            reason = f"non-finite training loss ({loss.item()})"
-            return _EpochOutcome(math.nan, i * b, i + 1, live_peak, reason)
-    return _EpochOutcome(loss_sum.item(), min(len(train), steps * b), steps, live_peak, None)
+            loss = stepper(xb, yb)
+        loss_sum.add_(loss, alpha=len(yb))
+        samples, steps = samples + len(yb), i + 1
+        if steps % _CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            break
+    if not torch.isfinite(loss_sum):
+        reason = f"non-finite training loss ({loss.item()})"
+        return _EpochOutcome(math.nan, samples, steps, live_peak, reason)
+    return _EpochOutcome(loss_sum.item(), samples, steps, live_peak, None)
+
+
+def _measured_step(
+    stepper: _Stepper, xb: torch.Tensor, yb: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """One step on ``xb, yb`` under :class:`LiveTensorMemory`: its loss, and the peak bytes it
+    needed (what lives between steps — parameters, gradients, optimizer state — the batch, and
+    what the step creates)."""
+    with step_memory(stepper.model, stepper.opt) as mem:
+        mem.hold([xb, yb])
+        loss = stepper(xb, yb)
+    return loss, mem.peak
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What :func:`measure_steps` measured at one batch size. ``step_time_s`` is the median wall
+    time of the timed steps (each waits for the device); ``samples_per_s`` is the batch size
+    over it; ``peak_memory_mb`` is measured as :class:`TrainResult`'s is."""
+
+    batch_size: int
+    steps: int
+    step_time_s: float
+    samples_per_s: float
+    peak_memory_mb: float
+    memory_method: str
+    device: str
+
+
+def measure_steps(spec: RunSpec, steps: int = 5) -> StepStats:
+    """A few training steps of ``spec`` at its batch size: their time and peak memory.
+
+    Each step trains on a fresh random batch of the training split. One warm-up step runs first
+    (it creates the optimizer state, and on CUDA lets cuDNN pick its kernels); elsewhere than
+    CUDA one more step runs under :class:`LiveTensorMemory`, as in :func:`train`. Then
+    ``steps`` steps are timed one by one. On CUDA the peak is the allocator's over all of them
+    (with the data set on the device, as in :func:`train`). An out-of-memory error is the
+    allocator's own, raised to the caller.
+
+    Raises:
+        ConfigError: the batch size exceeds the training split, or the device or precision
+            cannot be used here.
+    """
+    hp, n, train_split = spec.hparams, len(spec.dataset.train), spec.dataset.train
+    if hp.batch_size > n:
+        raise ConfigError(
+            f"batch_size {hp.batch_size} is larger than the training split ({n} examples)"
+        )
+    if isinstance(train_split, StreamSplit):
+        raise ConfigError("measure_steps needs a data set held as tensors, not a stream")
+    device = resolve_device(spec.device)
+    amp_dtype = _autocast_dtype(spec.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(spec.seed)
+    draws = torch.Generator().manual_seed(spec.seed)
+    data = spec.dataset.to(device)
+    train = data.train
+    assert isinstance(train, Split)  # a stream was refused above
+    stepper = _Stepper(_build(spec, data).to(device), hp, amp_dtype, device, 0, spec.loss)
+    stepper.model.train()
+
+    b = hp.batch_size
+    # as in an epoch: one shuffled index tensor on the device, a slice of it per step
+    perms = [torch.randperm(n, generator=draws) for _ in range(math.ceil((steps + 2) * b / n))]
+    order = torch.cat(perms).to(device)
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = order[i * b : (i + 1) * b]
+        return train.x.index_select(0, idx), train.y.index_select(0, idx)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stepper(*batch(0))
+    if device.type != "cuda":
+        peak = _measured_step(stepper, *batch(1))[1]
+    clock = Stopwatch(device)
+    times = []
+    for i in range(2, steps + 2):
+        start = clock.now()
+        stepper(*batch(i))
+        times.append(clock.now() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    step_time = statistics.median(times)
+    return StepStats(
+        b, steps, step_time, b / step_time, peak / MB,
+        "cuda_max_allocated" if device.type == "cuda" else "live_tensors", _device_name(device),
+    )  # fmt: skip
 
 
 @torch.inference_mode()
 def _evaluate(
-    model: nn.Module, split: Split, batch: int, autocast: contextlib.AbstractContextManager[Any]
+    model: nn.Module,
+    split: Split | StreamSplit,
+    spec: RunSpec,
+    autocast: contextlib.AbstractContextManager[Any],
 ) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing) and accuracy over ``split``, in large batches."""
+    """Mean loss (cross-entropy without label smoothing, or ``spec.loss``) and accuracy (NaN
+    for targets that are not class indices) over ``split``, in large batches."""
     model.eval()
-    total = torch.zeros((), device=split.x.device)
-    correct = torch.zeros((), device=split.x.device, dtype=torch.int64)
-    for i in range(0, len(split), batch):
-        xb, yb = split.x[i : i + batch], split.y[i : i + batch]
+    batch = spec.eval_batch_size
+    if isinstance(split, StreamSplit):
+        device = next(model.parameters()).device
+        classes, batches = not split.float_targets, split.batches(batch, device)
+    else:
+        device, classes = split.x.device, not split.y.is_floating_point()
+        batches = (
+            (split.x[i : i + batch], split.y[i : i + batch]) for i in range(0, len(split), batch)
+        )
+    total = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for xb, yb in batches:
         with autocast:
-            logits = model(xb)
-        total += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
+            out = model(xb)
+        if spec.loss is None:
+            total += F.cross_entropy(out.float(), yb, reduction="sum")
+        else:
+            total += spec.loss(out.float(), yb) * len(yb)
+        if classes and out.dim() == 2:
+            correct += (out.argmax(1) == yb).sum()
     n = max(1, len(split))
-    return total.item() / n, correct.item() / n
+    accuracy = correct.item() / n if classes else math.nan
+    return total.item() / n, accuracy
 
 
 def _build(spec: RunSpec, data: Dataset) -> nn.Module:
     if isinstance(spec.model, ModelConfig):
         return build_model(spec.model, data.input_shape, data.num_classes, spec.hparams.dropout)
     return spec.model(spec.hparams)
-
-
-def _resident_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Parameters, buffers, existing gradients and optimizer state: memory held between steps."""
-    tensors = [*model.parameters(), *model.buffers()]
-    tensors += [p.grad for p in model.parameters() if p.grad is not None]
-    tensors += [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-    return tensor_bytes(tensors)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

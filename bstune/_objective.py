@@ -4,6 +4,7 @@ What a trial stores: one user attribute, ``bstune:metrics``, written once at the
 trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
 
 * ``effective_lr`` — the learning rate that trained (after any scaling rule);
+* ``cpu_threads`` — the threads torch used on the CPU (a worker's share of the cores);
 * ``train_time_s``, ``eval_time_s``, ``data_time_s``, ``samples_per_s``, ``peak_memory_mb``,
   ``memory_method``, ``steps``, ``epochs``, ``val_accuracy``, ``val_loss``, ``test_accuracy``,
   ``test_loss``, ``device``, ``torch_version``;
@@ -24,21 +25,37 @@ trial carries ``memory_mb`` (<= 0 when it fits).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
+from pydantic import ValidationError
+from torch import nn
 
-from bstune._config import StudyConfig
+from bstune._config import (
+    ConfigError,
+    ModelConfig,
+    SearchSpaceConfig,
+    StudyConfig,
+    TrainingConfig,
+    _describe,
+    load_study,
+)
 from bstune._data import Dataset, load_dataset
 from bstune._engine import EpochStats, RunSpec, TrainResult, train
 from bstune._measure import is_out_of_memory, release_memory
 from bstune._metrics import ATTR, DIRECTIONS
+from bstune._optim import Hyperparams
 from bstune._pruning import report
 from bstune._space import suggest
+from bstune._study import Interrupted
+from bstune._user_data import DataLike, as_dataset
 
 __all__ = ["Objective", "objective_values"]
 
@@ -57,35 +74,126 @@ def objective_values(result: TrainResult, objectives: Sequence[str]) -> list[flo
 
 
 class Objective:
-    """A study file's objective, callable by ``study.optimize``.
+    """bstune's objective, callable by any ``study.optimize``: from a study file, or from your
+    own model and data.
 
-    The data set is loaded on the first call and shared by every trial of this process.
+    ``Objective(config)`` / ``Objective.from_yaml(path)``: the study file's data set (loaded on
+    the first call, shared by every trial of this process), model, search space and training.
+    ``Objective(model=..., train=..., val=..., space=...)``: your own ``nn.Module`` factory
+    (called with no argument, with the trial's :class:`Hyperparams`, or with those and the
+    trial) and your data (see :func:`bstune._user_data.as_dataset`). ``loss`` replaces
+    cross-entropy; ``prefix`` goes before bstune's parameter names, so a wrapper objective's own
+    parameters cannot clash with them.
+
     Every epoch reports validation loss and asks the study's pruner (the step is the epoch:
     equal data seen whatever the batch size), in single- and multi-objective studies alike.
+    ``directions`` and ``metric_names`` are what ``optuna.create_study`` should be given.
+
+    Example:
+        >>> import optuna, torch, bstune
+        >>> x, y = torch.randn(256, 8), torch.randint(0, 2, (256,))
+        >>> objective = bstune.Objective(
+        ...     model=lambda: torch.nn.Linear(8, 2), train=(x, y), val=(x, y),
+        ...     space={"batch_size": (16, 64), "lr": 0.1, "optimizer": "sgd"},
+        ...     objectives=["val_loss", "train_time"], epochs=1, device="cpu")
+        >>> objective.directions
+        ['minimize', 'minimize']
+        >>> study = optuna.create_study(directions=objective.directions)
+        >>> study.optimize(objective, n_trials=2)
+        >>> [t.state.name for t in study.trials]
+        ['COMPLETE', 'COMPLETE']
     """
 
-    def __init__(self, config: StudyConfig) -> None:
+    def __init__(
+        self,
+        config: StudyConfig | None = None,
+        *,
+        model: ModelFactory | None = None,
+        train: DataLike | None = None,
+        val: DataLike | None = None,
+        test: DataLike | None = None,
+        space: SearchSpaceConfig | Mapping[str, Any] | None = None,
+        objectives: Sequence[str] | None = None,
+        epochs: int = 5,
+        device: str = "auto",
+        precision: str = "fp32",
+        seed: int = 0,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        max_memory_mb: float | None = None,
+        prefix: str = "",
+    ) -> None:
+        own = (model, train, val, test, space, objectives)
+        if config is not None:
+            if any(v is not None for v in own):
+                raise ConfigError(
+                    "Objective: give a study config, or model=, train=, val= (and space=, "
+                    "objectives=), not both"
+                )
+            self.space, self.training = config.search_space, config.training
+            self.max_memory_mb = config.budget.max_memory_mb
+            self.objectives: list[str] = list(config.objectives)
+            self._model: ModelConfig | ModelFactory = config.model
+            self._dataset: Dataset | None = None
+        else:
+            if model is None or train is None or val is None:
+                raise ConfigError("Objective: expected a study config, or model=, train= and val=")
+            self.space = _space(space)
+            self.training = _training(epochs=epochs, device=device, precision=precision, seed=seed)
+            self.max_memory_mb = max_memory_mb
+            self.objectives = _objectives(objectives)
+            self._model = model
+            self._dataset = as_dataset(train, val, test)
         self.config = config
-        self.objectives = list(config.objectives)
+        self.loss = loss
+        self.prefix = prefix
         self.directions = [DIRECTIONS[o] for o in self.objectives]
         self.metric_names = self.objectives
         self.engine_seconds = 0.0  # wall time inside the engine, for overhead measurements
         self.report_seconds = 0.0  # of which reporting and pruning decisions
         self.before_trial: Callable[[], None] | None = None  # e.g. refresh the curves figure
-        self._dataset: Dataset | None = None
+        self.interrupted: list[int] = []  # numbers of the trials a signal stopped
+        self.stop_signal: int | None = None  # set by run_study when SIGINT or SIGTERM arrives
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Objective:
+        """The objective of the study file at ``path``.
+
+        Raises:
+            ConfigError: the file is missing or invalid.
+        """
+        return cls(load_study(path))
 
     @property
     def dataset(self) -> Dataset:
         if self._dataset is None:
+            assert self.config is not None  # own data is converted in __init__
             self._dataset = load_dataset(self.config.dataset)
         return self._dataset
+
+    def _spec(self, trial: optuna.Trial, hparams: Hyperparams) -> RunSpec:
+        t, model = self.training, self._model
+        if not isinstance(model, ModelConfig):
+            model = _bound(model, trial)
+        return RunSpec(
+            self.dataset, model, hparams, t.epochs, t.device, t.precision, t.seed, t.drop_last,
+            t.eval_batch_size, evaluate_test=len(self.dataset.test) > 0, loss=self.loss,
+        )  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM while a study runs
+            self.interrupted.append(trial.number)
+            trial.set_user_attr(f"{ATTR}error", str(e) or "interrupted by SIGINT")
+            raise
         except Exception as e:
+            if self.stop_signal is not None:  # the signal's exception, turned into another
+                self.interrupted.append(trial.number)
+                stop = Interrupted(self.stop_signal)
+                trial.set_user_attr(f"{ATTR}error", str(stop))
+                raise stop from e
             # Not swallowed: recorded on the trial, then re-raised for Optuna to fail it.
             trial.set_user_attr(f"{ATTR}error", f"{type(e).__name__}: {e}")
             trial.set_user_attr(f"{ATTR}traceback", traceback.format_exc(limit=-8))
@@ -94,19 +202,21 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float | list[float]:
         if self.before_trial is not None:
             self.before_trial()
-        sampled = suggest(trial, self.config.search_space)
-        spec = RunSpec.from_study(self.config, self.dataset, sampled.hparams)
+        sampled = suggest(trial, self.space, self.prefix)
+        spec = self._spec(trial, sampled.hparams)
         curves: list[EpochStats] = []
         by_step: dict[int, float] = {}
         kept: list[int] = []  # steps where the pruner said "prune" and KeepFront overruled it
         n_train = len(self.dataset.train)
         seen = 0
 
-        budget = self.config.budget.max_memory_mb
+        budget = self.max_memory_mb
 
         def on_epoch(stats: EpochStats) -> None:
             nonlocal seen
             curves.append(stats)
+            if self.stop_signal is not None:  # the signal's own exception was swallowed
+                raise Interrupted(self.stop_signal)
             if budget is not None and stats.peak_memory_mb > budget:
                 raise _OverBudgetError(stats.peak_memory_mb)
             # The step is the number of whole passes over the training split the trial has
@@ -132,6 +242,9 @@ class Objective:
             result = train(spec, on_epoch=on_epoch)
         except optuna.TrialPruned as pruned:
             _record(trial, hparams, curves, by_step, kept, None, str(pruned))
+            raise
+        except KeyboardInterrupt as stop:  # what the epochs so far measured, then stop
+            _record(trial, hparams, curves, by_step, kept, None, str(stop) or "interrupted")
             raise
         except _OverBudgetError as over:
             infeasible = ("memory_mb", over.peak_mb - (budget or 0.0),
@@ -159,6 +272,50 @@ class Objective:
             raise optuna.TrialPruned(result.diverged)
         values = objective_values(result, self.objectives)
         return values[0] if len(values) == 1 else values
+
+
+ModelFactory = Callable[..., nn.Module]
+"""``() -> nn.Module``, ``(hparams) -> nn.Module`` or ``(hparams, trial) -> nn.Module``."""
+
+
+def _bound(factory: ModelFactory, trial: optuna.Trial) -> Callable[[Hyperparams], nn.Module]:
+    """``factory`` as the engine calls a model: with the trial's hyperparameters only."""
+    required = [
+        p
+        for p in inspect.signature(factory).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not required:
+        return lambda _hp: factory()
+    if len(required) == 1:
+        return factory
+    return lambda hp: factory(hp, trial)
+
+
+def _space(space: SearchSpaceConfig | Mapping[str, Any] | None) -> SearchSpaceConfig:
+    if isinstance(space, SearchSpaceConfig):
+        return space
+    try:
+        return SearchSpaceConfig.model_validate(dict(space or {}))
+    except ValidationError as e:
+        raise ConfigError("space: " + "; ".join(_describe(err) for err in e.errors())) from None
+
+
+def _training(**values: Any) -> TrainingConfig:
+    try:
+        return TrainingConfig.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError("; ".join(_describe(err) for err in e.errors())) from None
+
+
+def _objectives(names: Sequence[str] | None) -> list[str]:
+    chosen = list(names) if names is not None else ["val_accuracy", "train_time", "peak_memory"]
+    unknown = [n for n in chosen if n not in DIRECTIONS]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ConfigError(
+            f"objectives: expected distinct names from {', '.join(DIRECTIONS)}; got {chosen}"
+        )
+    return chosen
 
 
 class _OverBudgetError(Exception):
@@ -189,6 +346,7 @@ def _record(
             "epochs": len(curves),
         }
     metrics["effective_lr"] = hparams["lr"]
+    metrics["cpu_threads"] = torch.get_num_threads()
     metrics["hparams"] = hparams
     metrics["curves"] = {
         "train_loss": [e.train_loss for e in curves],

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from bstune._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
 
-__all__ = ["FORMATS", "render", "tables", "write_tables"]
+__all__ = ["FORMATS", "render", "tables", "text_table", "write_tables"]
 
 FORMATS = ("table", "markdown", "csv", "json")
 Format = Literal["table", "markdown", "csv", "json"]
@@ -96,7 +96,7 @@ def tables(report: Report) -> dict[str, tuple[list[str], list[list[Any]]]]:
     return out
 
 
-def _text_table(headers: list[str], body: list[list[Any]], markdown: bool) -> str:
+def text_table(headers: list[str], body: list[list[Any]], markdown: bool) -> str:
     cells = [[_cell(v) for v in row] for row in body]
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -140,8 +140,8 @@ def render(report: Report, fmt: Format) -> str:
         )
     ]
     title = "Pareto front" if report.multi_objective else "Best trials"
-    out += ["", f"{h}{title}", "", _text_table(*_trial_table(report, report.front), md)]
-    out += ["", f"{h}Batch sizes", "", _text_table(*_batch_table(report.batch_sizes), md)]
+    out += ["", f"{h}{title}", "", text_table(*_trial_table(report, report.front), md)]
+    out += ["", f"{h}Batch sizes", "", text_table(*_batch_table(report.batch_sizes), md)]
     if report.multi_objective and report.hypervolume is not None:
         refs = ", ".join(f"{o} {v:g}" for o, v in report.reference.items())
         growth = [
@@ -167,7 +167,7 @@ def render(report: Report, fmt: Format) -> str:
     if report.importances:
         out += ["", f"{h}Parameter importances (fANOVA)", ""]
         body = [[k, v] for k, v in report.importances.items()]
-        out.append(_text_table(["parameter", "importance"], body, md))
+        out.append(text_table(["parameter", "importance"], body, md))
     return "\n".join(out) + "\n"
 
 

@@ -8,13 +8,15 @@ trains is derived from it and the batch size, so the sampler need not learn thei
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
+import torch
 
 from bstune._config import FLOAT_PARAMS, ConfigError, FloatRange, LrRange, SearchSpaceConfig
-from bstune._optim import Hyperparams
+from bstune._optim import Hyperparams, make_optimizer
 
 __all__ = ["Sampled", "fixed_hparams", "grid_space", "lr_param_name", "scaled_lr", "suggest"]
 
@@ -49,18 +51,62 @@ def lr_param_name(space: SearchSpaceConfig) -> str:
 
 @dataclass(frozen=True)
 class Sampled:
-    """A trial's hyperparameters: ``hparams.lr`` is the effective rate, ``base_lr`` the sampled."""
+    """A trial's hyperparameters. ``lr`` is the effective rate (the one that trains, after any
+    scaling rule), ``base_lr`` the sampled one (equal to ``lr`` without a rule); ``hparams``
+    holds every value, including the optimizer's arguments."""
 
     hparams: Hyperparams
     base_lr: float
 
+    @property
+    def batch_size(self) -> int:
+        return self.hparams.batch_size
 
-def suggest(trial: optuna.Trial, space: SearchSpaceConfig, prefix: str = "") -> Sampled:
+    @property
+    def lr(self) -> float:
+        return self.hparams.lr
+
+    @property
+    def optimizer(self) -> str:
+        return self.hparams.optimizer
+
+    @property
+    def weight_decay(self) -> float:
+        return self.hparams.weight_decay
+
+    @property
+    def dropout(self) -> float | None:
+        return self.hparams.dropout
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The sampled optimizer over ``params``, with the effective rate, weight decay and
+        momentum or betas (fused kernels where the device has them)."""
+        return make_optimizer(params, self.hparams)
+
+
+def suggest(
+    trial: optuna.Trial, space: SearchSpaceConfig | Mapping[str, Any], prefix: str = ""
+) -> Sampled:
     """Sample batch size, learning rate, optimizer and regularization from ``space``.
 
     Values the space pins (a single value) are used without being suggested. Momentum is
     suggested only for ``momentum``/``nesterov``, betas only for ``adam``/``adamw``.
+    ``prefix`` goes before every parameter's name, so that a study's own parameters cannot
+    clash with these. ``space`` may be a mapping as in a study file's ``search_space:``.
+
+    Example:
+        >>> import optuna, bstune
+        >>> space = bstune.SearchSpace(batch_size=(16, 256), lr=(1e-3, 1e-1), optimizer="adam")
+        >>> trial = optuna.create_study().ask()
+        >>> hp = bstune.suggest(trial, space)
+        >>> 16 <= hp.batch_size <= 256 and hp.optimizer == "adam"
+        True
+        >>> opt = hp.make_optimizer(torch.nn.Linear(4, 2).parameters())
+        >>> opt.param_groups[0]["lr"] == hp.lr
+        True
     """
+    if not isinstance(space, SearchSpaceConfig):
+        space = SearchSpaceConfig.model_validate(space)
     bs = space.batch_size
     if bs.low == bs.high:
         batch_size = bs.low

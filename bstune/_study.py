@@ -13,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +28,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune import __version__
-from bstune._config import ConfigError, StudyConfig, check_batch_sizes
+from bstune._config import ConfigError, StudyConfig, StudySection, check_batch_sizes
 from bstune._curves import CurvesRefresher
 from bstune._metrics import ATTR, DIRECTIONS
 from bstune._pruning import KeepFront
@@ -34,19 +37,24 @@ if TYPE_CHECKING:
     from bstune._objective import Objective
 
 __all__ = [
+    "Interrupted",
     "OptimizeSummary",
     "load_existing_study",
     "make_pruner",
     "make_sampler",
+    "mask_passwords",
     "mask_url",
     "open_storage",
     "open_study",
     "run_study",
+    "started_trials",
+    "trials_since",
 ]
 
 
-def open_storage(url: str) -> BaseStorage:
-    """An Optuna storage for ``url``.
+def open_storage(url: str, liveness: StudySection | None = None) -> BaseStorage:
+    """An Optuna storage for ``url``; with ``liveness`` (a study file's ``study:`` section),
+    database storages carry its heartbeat, grace period and retries of dead workers' trials.
 
     Raises:
         ConfigError: the URL's scheme is unknown, its driver is missing, or it cannot be opened.
@@ -66,14 +74,14 @@ def open_storage(url: str) -> BaseStorage:
         except OSError as e:
             raise ConfigError(f"storage {url}: cannot open the journal file ({e})") from None
     try:
-        storage = _open_rdb(url)
+        storage = _open_rdb(url, _heartbeat_args(liveness))
     except ImportError:
         raise ConfigError(
             f"storage {mask_url(url)}: its database driver is not installed; for postgresql:// "
             f"install bstune[postgres], for MySQL use mysql+pymysql:// with bstune[mysql]"
         ) from None
     except SQLAlchemyError as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = _scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
         raise ConfigError(
             f"storage {mask_url(url)}: cannot open it ({reason}); {expected}"
         ) from None
@@ -82,7 +90,24 @@ def open_storage(url: str) -> BaseStorage:
     return storage
 
 
-def _open_rdb(url: str, attempts: int = 10) -> optuna.storages.RDBStorage:
+def _heartbeat_args(liveness: StudySection | None) -> dict[str, Any]:
+    if liveness is None or liveness.heartbeat_interval is None:
+        return {}
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():  # "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(liveness.retries) if liveness.retries else None
+    return {
+        "heartbeat_interval": liveness.heartbeat_interval,
+        "grace_period": liveness.grace_period,
+        "heartbeat_stale_trial_callback": retry,
+    }
+
+
+def _open_rdb(
+    url: str, heartbeat: dict[str, Any] | None = None, attempts: int = 10
+) -> optuna.storages.RDBStorage:
     """RDBStorage(url), safe when several processes open the same new database at once.
 
     Creating a database's tables is not atomic in Optuna: two workers opening a fresh SQLite
@@ -96,11 +121,14 @@ def _open_rdb(url: str, attempts: int = 10) -> optuna.storages.RDBStorage:
     database = make_url(url).database if url.startswith("sqlite") else None
     if database and database != ":memory:":
         folder = os.path.dirname(os.path.abspath(database))
-        with _folder_lock(folder):
-            return optuna.storages.RDBStorage(url)
+        with _folder_lock(folder), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **(heartbeat or {}))
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url)
+            with warnings.catch_warnings():  # heartbeat arguments are "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **(heartbeat or {}))
         except (OperationalError, IntegrityError):
             if attempt == attempts - 1:
                 raise
@@ -141,6 +169,25 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened before the listener are replaced
 
 
+def _scrub(text: str, url: str) -> str:
+    """``text`` with the password of ``url``, if it has one, replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
+
+
+def mask_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` URL in it masked."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***``."""
     from sqlalchemy.engine import make_url
@@ -148,7 +195,7 @@ def mask_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception:
-        return url
+        return mask_passwords(url)
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
@@ -244,7 +291,7 @@ def open_study(
     url = storage or cfg.storage_url
     name = study_name or cfg.study_name
     directions = [DIRECTIONS[o] for o in cfg.objectives]
-    store = open_storage(url)
+    store = open_storage(url, cfg.study)
     study = optuna.create_study(
         storage=store,
         study_name=name,
@@ -253,6 +300,12 @@ def open_study(
         pruner=make_pruner(cfg.pruner),
         load_if_exists=True,
     )
+    base = cfg.sampler.seed if seed is None else seed
+    resumed = len(study.get_trials(deepcopy=False))
+    if resumed and base is not None and cfg.sampler.name not in ("qmc", "grid"):
+        # The same seed again would propose the first run's first trials again; QMC and grid
+        # samplers continue their sequence from the trials stored, and keep theirs.
+        study.sampler = make_sampler(cfg, _resume_seed(base, resumed), workers)
     stored = study.user_attrs.get(f"{ATTR}objectives")
     if stored is not None and stored != list(cfg.objectives):
         raise ConfigError(
@@ -271,8 +324,17 @@ def open_study(
         study.set_user_attr(f"{ATTR}objectives", list(cfg.objectives))
     study.set_user_attr(f"{ATTR}version", __version__)
     if cfg.source and Path(cfg.source).is_file():
-        study.set_user_attr(f"{ATTR}study_file", Path(cfg.source).read_text(encoding="utf-8"))
+        text = mask_passwords(Path(cfg.source).read_text(encoding="utf-8"))
+        study.set_user_attr(f"{ATTR}study_file", text)
     return study
+
+
+def _resume_seed(seed: int, stored: int) -> int:
+    """A seed for a run that resumes a study of ``stored`` trials: reproducible, and distinct
+    for each (seed, stored) pair."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, stored]).generate_state(1)[0])
 
 
 def load_existing_study(url: str, name: str) -> optuna.Study:
@@ -303,12 +365,48 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while a study ran (``signum`` says which)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _interruptible(objective: Objective) -> Iterator[None]:
+    """While active, SIGINT and SIGTERM stop ``objective``: the first raises
+    :class:`Interrupted` where the main thread is, and is remembered in
+    ``objective.stop_signal``, which ends the trial at its next epoch and the study after it
+    even if the exception was swallowed (Python turns it into another error in some places).
+    Later signals are ignored, so the running trial's cleanup is not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; there, Ctrl-C is the caller's
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if objective.stop_signal is None:
+            objective.stop_signal = signum
+            raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 @dataclass
 class OptimizeSummary:
-    """What one ``run_study`` call did: its trials by state, and the failures' messages."""
+    """What one ``run_study`` call did: its trials by state, and the failures' messages.
+
+    ``interrupted`` names the signal that stopped it (``"SIGINT"``, ``"SIGTERM"``), if one did.
+    """
 
     study: optuna.Study
     trials: list[FrozenTrial] = field(default_factory=list)
+    interrupted: str | None = None
 
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
@@ -343,22 +441,57 @@ def run_study(
     figure = CurvesRefresher(study) if len(cfg.objectives) > 1 else None
     if figure is not None:  # the dashboard draws single-objective curves itself
         objective.before_trial = figure.maybe_refresh
-    before = {t.number for t in study.get_trials(deepcopy=False)}
-    study.optimize(
-        objective,
-        n_trials=n_trials,
-        timeout=timeout,
-        catch=(Exception,),
-        callbacks=list(callbacks) or None,  # with none, Optuna skips a storage read a trial
-        show_progress_bar=show_progress_bar,
-        gc_after_trial=False,
-    )
+    before = started_trials(study)
+    objective.stop_signal = None
+
+    def stop_if_signalled(study: optuna.Study, _trial: FrozenTrial) -> None:
+        if objective.stop_signal is not None:
+            study.stop()
+
+    try:
+        with _interruptible(objective):
+            study.optimize(
+                objective,
+                n_trials=n_trials,
+                timeout=timeout,
+                catch=(Exception,),
+                callbacks=[*callbacks, stop_if_signalled],
+                show_progress_bar=show_progress_bar,
+                gc_after_trial=False,
+            )
+    except KeyboardInterrupt as e:
+        objective.stop_signal = getattr(e, "signum", signal.SIGINT)
+    interrupted = None
+    if objective.stop_signal is not None:
+        interrupted = signal.Signals(objective.stop_signal).name
+        _requeue(study, objective.interrupted)
     if figure is not None:
         figure.refresh()
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         save_report_figures(study)
-    new = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
-    return OptimizeSummary(study, new)
+    return OptimizeSummary(study, trials_since(study, before), interrupted)
+
+
+def started_trials(study: optuna.Study) -> set[int]:
+    """Numbers of the trials that have started (all but those queued, WAITING, to run)."""
+    return {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING}
+
+
+def trials_since(study: optuna.Study, before: set[int]) -> list[FrozenTrial]:
+    """The trials started since ``before`` (:func:`started_trials`) was taken."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.number not in before and t.state != TrialState.WAITING
+    ]
+
+
+def _requeue(study: optuna.Study, numbers: Sequence[int]) -> None:
+    """Queue the parameters of the trials ``numbers`` (interrupted in this process) so that
+    resuming the study runs them first."""
+    for t in study.get_trials(deepcopy=False):
+        if t.number in numbers:
+            study.enqueue_trial(t.params, user_attrs={f"{ATTR}retry_of": t.number})
 
 
 def save_report_figures(study: optuna.Study) -> None:

@@ -1,7 +1,8 @@
 """The ``bstune`` command line. Each subcommand parses, builds config, calls the library, prints.
 
 Exit status: 0 done; 1 the run stopped (a non-finite loss); 2 bad input (study file, argument,
-data file, model factory) — reported in one line, never a traceback.
+data file, model factory) — reported in one line, never a traceback; 130 / 143 interrupted by
+SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from bstune import __version__
 
 EXIT_OK, EXIT_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells do
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +72,29 @@ def _references(text: str) -> dict[str, float]:
     return out
 
 
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive whole numbers separated by commas, e.g. 64,128,256; got {text!r}"
+        )
+    return sizes
+
+
+def _worker(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, k = int(index), int(count)
+    except ValueError:
+        i, k = -1, 0
+    if not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"expected I/K with 0 <= I < K, got {text!r}")
+    return i, k
+
+
 def _add_study_args(p: argparse.ArgumentParser) -> None:
     """The study file, and where its study is stored: what every study command takes."""
     p.add_argument("study_file", metavar="STUDY.yaml")
@@ -123,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-memory-mb", type=_positive_number, metavar="MB",
         help="memory budget (budget.max_memory_mb): trials whose peak exceeds it are infeasible",
     )  # fmt: skip
+    p.add_argument(
+        "--n-jobs", type=_positive_int, default=1, metavar="K",
+        help="run K worker processes on this machine, sharing the study's storage (each gets "
+        "its share of the trials, and on the CPU its share of the cores)",
+    )  # fmt: skip
+    p.add_argument("--worker", type=_worker, help=argparse.SUPPRESS)  # I/K: set by --n-jobs
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_optimize)
 
@@ -176,6 +207,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     p.set_defaults(func=_cmd_dashboard)
 
+    p = sub.add_parser(
+        "probe",
+        help="which batch sizes fit: step time, throughput and peak memory per batch size",
+        description="Train the study's model for a few steps at each batch size (its most "
+        "memory-hungry optimizer, its highest dropout) and report step time, throughput, peak "
+        "memory and whether it fits. Without --batch-sizes, search the study's range: double "
+        "until a batch size does not fit, then bisect. On the CPU each batch size runs in its "
+        "own process, so a kernel out-of-memory kill ends only that process.",
+    )
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument(
+        "--batch-sizes", type=_batch_sizes, metavar="B,B,...",
+        help="probe these batch sizes, in increasing order, up to the first that does not fit",
+    )  # fmt: skip
+    p.add_argument(
+        "--steps", type=_positive_int, default=10,
+        help="timed training steps per batch size (default 10)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-memory-mb", type=_positive_number, metavar="MB",
+        help="a batch size whose peak memory exceeds this does not fit "
+        "(default budget.max_memory_mb)",
+    )  # fmt: skip
+    p.add_argument("--device", help="override training.device")
+    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument(
+        "--write", metavar="NARROWED.yaml",
+        help="write a copy of the study file whose batch-size range ends at the largest that "
+        "fits (never the given file)",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_probe)
+
     p = sub.add_parser("validate", help="check a study file without running anything")
     p.add_argument("study_file", metavar="STUDY.yaml")
     p.set_defaults(func=_cmd_validate)
@@ -193,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("bstune: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED["SIGINT"]
 
 
 def _bad_input_errors() -> tuple[type[Exception], ...]:
@@ -249,14 +312,15 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from bstune._study import make_pruner, make_sampler
+    from bstune._study import make_pruner, make_sampler, mask_url
 
     cfg = _load(args)
     make_sampler(cfg)  # a sampler that cannot serve this space is a config error too
     make_pruner(cfg.pruner)
     space = cfg.search_space
     print(
-        f"{args.study_file}: ok — study {cfg.study_name!r} in {cfg.storage_url}; objectives "
+        f"{args.study_file}: ok — study {cfg.study_name!r} in {mask_url(cfg.storage_url)}; "
+        f"objectives "
         f"{', '.join(cfg.objectives)}; dataset {cfg.dataset.name}; model {cfg.model.name}; "
         f"batch sizes {space.batch_size.low}..{space.batch_size.high}; "
         f"optimizers {', '.join(space.optimizer)}; sampler {cfg.sampler.name}; "
@@ -269,41 +333,108 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
     from bstune._config import check_batch_sizes
-    from bstune._metrics import UNITS
     from bstune._objective import Objective
-    from bstune._study import best_rows, mask_url, open_study, run_study
+    from bstune._study import mask_url, open_study, run_study
 
     cfg = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # bstune prints what matters below
+    workers = args.worker[1] if args.worker else args.n_jobs
+    if args.worker:
+        cfg = _worker_settings(cfg, *args.worker)
     objective = Objective(cfg)
     check_batch_sizes(cfg, len(objective.dataset.train))  # before a study is opened or created
-    study = open_study(cfg, storage=args.storage, study_name=args.study_name, seed=args.seed)
+    study = open_study(
+        cfg, storage=args.storage, study_name=args.study_name, seed=args.seed, workers=workers
+    )
     n_trials = args.n_trials or (None if args.timeout else cfg.budget.n_trials)
     timeout = args.timeout or (None if args.n_trials else cfg.budget.timeout)
+    if args.worker:  # one of --n-jobs' workers: its trial lines only; the supervisor reports
+        summary = run_study(study, cfg, n_trials=n_trials, timeout=timeout,
+                            callbacks=[_trial_line], objective=objective)  # fmt: skip
+        return EXIT_INTERRUPTED.get(summary.interrupted or "", EXIT_OK)
     url = args.storage or cfg.storage_url
     print(
         f"study {study.study_name!r} in {mask_url(url)}: {len(study.trials)} trials stored; "
         f"adding {n_trials or 'unlimited'} trials"
-        + (f" (at most {timeout:g} s)" if timeout else ""),
+        + (f" (at most {timeout:g} s)" if timeout else "")
+        + (f" with {workers} worker processes" if workers > 1 else ""),
         file=sys.stderr,
     )
-    summary = run_study(
-        study, cfg, n_trials=n_trials, timeout=timeout, show_progress_bar=not args.no_progress,
-        callbacks=[_trial_line], objective=objective,
-    )  # fmt: skip
+    if workers > 1:
+        summary = _run_workers(args, cfg, study, url, n_trials)
+    else:
+        summary = run_study(
+            study, cfg, n_trials=n_trials, timeout=timeout,
+            show_progress_bar=not args.no_progress, callbacks=[_trial_line], objective=objective,
+        )  # fmt: skip
+    _print_summary(summary, cfg)
+    if summary.interrupted:
+        print(f"bstune: interrupted by {summary.interrupted}; run the same command again to "
+              f"resume (interrupted trials run first)", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED[summary.interrupted]
+    if summary.trials and all(t.state.name == "FAIL" for t in summary.trials):
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+def _worker_settings(cfg: Any, index: int, count: int) -> Any:
+    """A worker's share of the machine: its CPU threads, and its own CUDA device if several."""
+    import torch
+
+    from bstune._workers import worker_slot
+
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    slot = worker_slot(index, count, cfg.training.device, cuda)
+    torch.set_num_threads(slot.threads)
+    return cfg.with_training(device=slot.device) if slot.device else cfg
+
+
+def _run_workers(args: argparse.Namespace, cfg: Any, study: Any, url: str, n_trials: Any) -> Any:
+    from bstune._study import OptimizeSummary, started_trials, trials_since
+    from bstune._workers import run_workers, shares, worker_command, worker_slot
+
+    k = args.n_jobs
+    before = started_trials(study)
+    seed = args.seed if args.seed is not None else cfg.sampler.seed
+    base = ["optimize", args.study_file, "--storage", url, "--study-name", study.study_name,
+            "--no-progress"]  # fmt: skip
+    for flag in ("timeout", "epochs", "device", "max_memory_mb"):
+        if getattr(args, flag, None):
+            base += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    parts = shares(n_trials, k) if n_trials else [None] * k
+    commands = []
+    for i, part in enumerate(parts):
+        if part == 0:
+            continue
+        argv = base + (["--seed", str(seed + i)] if seed is not None else [])
+        commands.append(worker_command(argv, i, k, part))
+    threads = worker_slot(0, k, "cpu", 0).threads  # what each worker takes on the CPU
+    print(f"{len(commands)} workers, {threads} CPU threads each", file=sys.stderr, flush=True)
+    codes, interrupted = run_workers(commands)
+    for i, code in enumerate(codes):
+        if code not in (EXIT_OK, EXIT_STOPPED, *EXIT_INTERRUPTED.values()):
+            print(f"bstune: worker {i} exited with status {code}", file=sys.stderr)
+    return OptimizeSummary(study, trials_since(study, before), interrupted)
+
+
+def _print_summary(summary: Any, cfg: Any) -> None:
+    import optuna
+
+    from bstune._metrics import UNITS
+    from bstune._study import best_rows
+
+    study = summary.study
     counts = {
         s.name.lower(): summary.count(s) for s in optuna.trial.TrialState if summary.count(s)
     }
-    print(f"\n{len(summary.trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    n = len(summary.trials)
+    print(f"\n{n} trial{'s' * (n != 1)}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for number, message in summary.failures:
         print(f"  trial {number} failed: {message}")
     rows = best_rows(study, cfg.objectives)
     title = "best trials" if len(cfg.objectives) == 1 else "Pareto front"
     print(f"\n{title} of study {study.study_name!r} ({len(study.trials)} trials stored):")
     _print_table(rows, {o: UNITS[o] for o in cfg.objectives})
-    if summary.trials and all(t.state.name == "FAIL" for t in summary.trials):
-        return EXIT_STOPPED
-    return EXIT_OK
 
 
 def _stored_study(args: argparse.Namespace) -> Any:
@@ -383,6 +514,37 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         from bstune._config import ConfigError
 
         raise ConfigError(f"cannot serve on {args.host}:{args.port} ({e.strerror})") from None
+    return EXIT_OK
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from bstune._probe import (
+        ProbeError,
+        ProbeRow,
+        check_narrowed_path,
+        probe,
+        write_narrowed,
+    )
+    from bstune._probe_format import render_probe
+
+    cfg = _load(args)
+    if args.write:
+        check_narrowed_path(cfg, args.write)  # before any training
+
+    def progress(row: ProbeRow) -> None:
+        what = "fits" if row.fits else f"does not fit: {row.reason}"
+        print(f"batch size {row.batch_size}: {what}", file=sys.stderr, flush=True)
+
+    try:
+        result = probe(cfg, args.batch_sizes, args.steps, args.max_memory_mb, on_row=progress)
+    except ProbeError as e:
+        print(f"bstune: probe stopped: {e}", file=sys.stderr)
+        return EXIT_STOPPED
+    sys.stdout.write(render_probe(result, args.format, args.study_file))
+    if args.write:
+        narrowed = write_narrowed(cfg, result, args.write)
+        bs = narrowed.search_space.batch_size
+        print(f"wrote {args.write}: batch sizes {bs.low}..{bs.high}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,28 +56,51 @@ def broken(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, 
 LIVE: list[Any] = []  # weak references to every ``hungry`` model built, for the release test
 
 
-class _Hungry(nn.Module):
-    """A linear model whose training step, above ``limit`` examples a batch, asks the CPU
-    allocator for more memory than any machine has: the allocator's own error, not a fake."""
+class _OverLimit(nn.Module):
+    """A linear model whose training step, above ``limit`` examples a batch, calls
+    ``over_limit`` first."""
 
     def __init__(self, width: int, classes: int, limit: int) -> None:
         super().__init__()
         self.fc = nn.Linear(width, classes)
         self.limit = limit
 
+    def over_limit(self) -> None:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and x.shape[0] > self.limit:
-            scratch = torch.empty(1 << 62, dtype=torch.uint8)  # 4 EiB: the allocator refuses
-            del scratch
+            self.over_limit()
         return self.fc(x.flatten(1))
+
+
+class _Hungry(_OverLimit):
+    """Asks the CPU allocator for more memory than any machine has: the allocator's own error,
+    not a fake."""
+
+    def over_limit(self) -> None:
+        scratch = torch.empty(1 << 62, dtype=torch.uint8)  # 4 EiB: the allocator refuses
+        del scratch
+
+
+class _Killed(_OverLimit):
+    """Ends its own process with SIGKILL — what the kernel's out-of-memory killer does to a
+    process on Linux."""
+
+    def over_limit(self) -> None:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def hungry(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> nn.Module:
     import weakref
 
-    width = 1
-    for d in input_shape:
-        width *= d
-    model = _Hungry(width, num_classes, int(params.get("limit", 64)))
+    model = _Hungry(math.prod(input_shape), num_classes, int(params.get("limit", 64)))
     LIVE.append(weakref.ref(model))
     return model
+
+
+def killed(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> nn.Module:
+    return _Killed(math.prod(input_shape), num_classes, int(params.get("limit", 64)))

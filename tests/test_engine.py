@@ -68,24 +68,34 @@ def test_peak_memory_grows_with_batch_size(digits, model: ModelConfig) -> None:
     assert peaks == sorted(peaks) and peaks[-1] > 2 * peaks[0]
 
 
-def test_peak_memory_matches_tensor_shapes_for_an_mlp() -> None:
-    """The live-tensor figure against one computed by hand for a 784-256-10 MLP with SGD."""
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_peak_memory_matches_tensor_shapes_for_an_mlp(optimizer: str) -> None:
+    """The live-tensor figure of a 784-256-10 MLP against one computed from tensor shapes."""
     data = load_dataset(DatasetConfig(name="synthetic", n_train=4200, shape=[784], n_classes=10))
-    for b in (512, 2048):
-        r = train(
-            RunSpec(
-                data,
-                ModelConfig(name="mlp", hidden=[256]),
-                Hyperparams(batch_size=b, optimizer="sgd"),
-                epochs=1,
-                device="cpu",
-            )
-        )
-        params = 4 * (784 * 256 + 256 + 256 * 10 + 10)
-        # resident params; in the step: the batch and labels, the hidden activation (kept for
-        # backward), logits, their gradient, the hidden gradient, and all parameter gradients
-        step = 4 * b * 784 + 8 * b + 4 * b * 256 * 2 + 4 * b * 10 * 2 + params
-        assert r.peak_memory_mb * 2**20 == pytest.approx(params + step, rel=0.15)
+    sizes = (64, 256, 512, 1024, 2048, 3072)
+    peaks = [
+        train(
+            RunSpec(data, ModelConfig(name="mlp", hidden=[256]),
+                    Hyperparams(batch_size=b, optimizer=optimizer), epochs=2, device="cpu")
+        ).peak_memory_mb * 2**20
+        for b in sizes
+    ]  # fmt: skip
+    params = 4 * (784 * 256 + 256 + 256 * 10 + 10)
+    state = {"sgd": 0, "adam": 2}[optimizer] * params  # Adam: two moments per parameter
+    for b, peak in zip(sizes, peaks, strict=True):
+        # Parameters and optimizer state always; then the larger of two moments of the step:
+        # the end of the forward pass — last step's gradients (freed by zero_grad), the batch
+        # and labels, the hidden activation and log-softmax kept for backward, the logits — and
+        # the ReLU's backward — the batch and labels, the hidden activation, its gradient and
+        # the pre-activation's gradient, and the gradients of the output layer.
+        forward_end = params + b * (4 * 784 + 8 + 4 * 256 + 4 * 10 * 2)
+        relu_backward = b * (4 * 784 + 8 + 3 * 4 * 256) + 4 * (256 * 10 + 10)
+        expected = params + state + max(forward_end, relu_backward)
+        # the issue asks for 15%; it is exact to a few bytes (a 0.6% slip was caught once)
+        assert peak == pytest.approx(expected, rel=0.002), b
+    # Above 512 the backward pass sets the peak, which grows by 6,216 bytes a sample.
+    slopes = [(peaks[i + 1] - peaks[i]) / (sizes[i + 1] - sizes[i]) for i in range(2, 5)]
+    assert slopes == pytest.approx([4 * 784 + 8 + 3 * 4 * 256] * 3, rel=0.01)
 
 
 def test_seeded_runs_reproduce_exactly(digits) -> None:

@@ -38,3 +38,14 @@ def test_saved_activations_count_until_backward_frees_them() -> None:
         del h, loss
     assert after_forward >= 2 * 512 * 64 * 4
     assert mem.peak >= after_forward
+
+
+def test_held_tensors_count_until_they_are_freed() -> None:
+    w = torch.nn.Parameter(torch.randn(256, 256))
+    w.grad = torch.ones(256, 256)  # last step's gradient: 256 KiB
+    with LiveTensorMemory(baseline=4 * 256 * 256) as mem:
+        mem.hold([w.grad])
+        w.grad = None  # zero_grad(set_to_none=True)
+        g = torch.zeros(256, 256)  # this step's gradient takes its place
+        del g
+    assert mem.peak == 2 * 4 * 256 * 256  # the parameter and one gradient at a time, not two

@@ -110,7 +110,10 @@ def test_resuming_adds_trials(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/resume.db"
     run_study(open_study(cfg, storage=url), cfg, n_trials=2)
     run_study(open_study(cfg, storage=url), cfg, n_trials=2)
-    assert len(optuna.load_study(study_name=cfg.study_name, storage=url).trials) == 4
+    trials = optuna.load_study(study_name=cfg.study_name, storage=url).trials
+    assert len(trials) == 4
+    # the sampler's seed is the same each run; the second must not propose the first's trials
+    assert len({t.params["base_lr"] for t in trials}) == 4
 
 
 def test_resuming_with_other_objectives_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,374 @@
+"""Which batch sizes fit: a few training steps of a study's model per batch size.
+
+For each batch size the probe runs :func:`bstune._engine.measure_steps` — the study's model on
+its data, with the search space's most memory-hungry optimizer and its highest dropout — and
+records step time, throughput and peak memory, or that the batch did not fit. A batch size
+fits when its steps ran and its peak memory is within the budget, if one is given.
+
+Without a list of batch sizes it searches the study's batch-size range as Lightning's
+batch-size finder does: doubling from the smallest until one does not fit, then a binary search
+between the last that fitted and the first that did not. Memory grows with batch size, so a
+list of batch sizes is probed in increasing order and stops at the first that does not fit.
+
+On the CPU, running out of memory on Linux usually means the kernel kills the process rather
+than the allocator raising an error; so there each batch size runs in a child process (started
+from a fork server that has imported torch once), and a child killed by a signal is a batch size
+that did not fit. On CUDA and MPS the allocator raises, the probe releases the memory and goes
+on in its own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bstune._config import ConfigError, StudyConfig, _Loader, parse_study
+from bstune._data import Dataset, load_dataset
+from bstune._engine import RunSpec, StepStats, measure_steps, resolve_device
+from bstune._idx import DataFileError
+from bstune._measure import is_out_of_memory, release_memory
+from bstune._models import ModelError
+from bstune._optim import Hyperparams
+
+__all__ = [
+    "ProbeError",
+    "ProbeResult",
+    "ProbeRow",
+    "check_narrowed_path",
+    "probe",
+    "probe_hparams",
+    "write_narrowed",
+]
+
+# Tensors of optimizer state per parameter tensor: what makes one optimizer need more memory.
+_STATE_TENSORS = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+
+
+class ProbeError(RuntimeError):
+    """A probe step failed for a reason other than memory (a bug in a model, say)."""
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    """One batch size probed. ``reason`` says why it does not fit; the measurements are None
+    when its steps did not run to the end."""
+
+    batch_size: int
+    fits: bool
+    step_time_s: float | None = None
+    samples_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Every batch size probed, in increasing order, and the largest that fits (None: none)."""
+
+    rows: tuple[ProbeRow, ...]
+    largest_fit: int | None
+    device: str
+    memory_method: str | None
+    hparams: Hyperparams
+    steps: int
+    max_memory_mb: float | None
+    isolated: bool
+    candidates: tuple[int, ...]
+    """The batch sizes the probe could choose from: the search space's, or the list given."""
+
+    @property
+    def smallest_misfit(self) -> int | None:
+        """The smallest batch size probed that does not fit."""
+        return next((r.batch_size for r in self.rows if not r.fits), None)
+
+
+def probe_hparams(cfg: StudyConfig) -> Hyperparams:
+    """The hyperparameters a probe trains with: what the space pins, its most memory-hungry
+    optimizer (the most state per parameter) and its highest dropout (a mask kept for backward).
+    """
+    space = cfg.search_space
+    hp = Hyperparams.pinned_by(space)
+    optimizer = max(space.optimizer, key=lambda o: _STATE_TENSORS[o])
+    dropout = space.dropout.high if space.dropout is not None else hp.dropout
+    return replace(hp, optimizer=optimizer, dropout=dropout)
+
+
+def probe(
+    cfg: StudyConfig,
+    batch_sizes: Sequence[int] | None = None,
+    steps: int = 10,
+    max_memory_mb: float | None = None,
+    isolate: bool | None = None,
+    dataset: Dataset | None = None,
+    on_row: Callable[[ProbeRow], None] | None = None,
+) -> ProbeResult:
+    """Probe ``cfg``'s model at ``batch_sizes`` (default: search the study's batch-size range).
+
+    ``max_memory_mb`` defaults to the study's ``budget.max_memory_mb``. ``isolate`` runs each
+    batch size in a child process; by default it does on the CPU only. ``on_row`` sees each
+    row as it is measured.
+
+    Raises:
+        ConfigError: a batch size is not positive or is above the training split, or the data,
+            model or device of the study cannot be used.
+        ProbeError: a step failed for a reason other than memory.
+    """
+    if steps < 1:
+        raise ConfigError(f"steps: expected a positive integer, got {steps}")
+    budget = max_memory_mb if max_memory_mb is not None else cfg.budget.max_memory_mb
+    device = resolve_device(cfg.training.device)
+    isolated = device.type == "cpu" if isolate is None else isolate
+    data = dataset if dataset is not None else load_dataset(cfg.dataset)
+    n = len(data.train)
+    explicit = batch_sizes is not None
+    candidates = (
+        sorted(set(batch_sizes))
+        if batch_sizes is not None
+        else cfg.search_space.batch_size.choices()
+    )
+    if not candidates:
+        raise ConfigError("batch sizes: expected at least one")
+    if candidates[0] < 1:
+        raise ConfigError(f"batch sizes: expected positive integers, got {candidates[0]}")
+    if candidates[-1] > n:
+        raise ConfigError(
+            f"batch size {candidates[-1]} is above the size of the training split ({n} "
+            f"examples of {cfg.dataset.name}); expected batch sizes of at most {n}"
+        )
+    hp = probe_hparams(cfg)
+    rows: dict[int, ProbeRow] = {}
+    stats: list[StepStats] = []
+
+    def fits(b: int) -> bool:
+        row, measured = _run(cfg, data, replace(hp, batch_size=b), steps, isolated)
+        if measured is not None:
+            stats.append(measured)
+            if budget is not None and measured.peak_memory_mb > budget:
+                over = f"over the budget ({measured.peak_memory_mb:.4g} > {budget:g} MB)"
+                row = replace(row, fits=False, reason=over)
+        rows[b] = row
+        if on_row is not None:
+            on_row(row)
+        return row.fits
+
+    if explicit:
+        for b in candidates:
+            if not fits(b):
+                break
+    else:
+        _search(candidates, fits)
+    ordered = tuple(rows[b] for b in sorted(rows))
+    largest = max((r.batch_size for r in ordered if r.fits), default=None)
+    return ProbeResult(
+        rows=ordered,
+        largest_fit=largest,
+        device=stats[0].device if stats else str(device),
+        memory_method=stats[0].memory_method if stats else None,
+        hparams=hp,
+        steps=steps,
+        max_memory_mb=budget,
+        isolated=isolated,
+        candidates=tuple(candidates),
+    )
+
+
+def _search(grid: Sequence[int], fits: Callable[[int], bool]) -> None:
+    """Lightning's binsearch mode over ``grid`` (increasing): double from the smallest until a
+    size does not fit, then bisect between the last that fitted and the first that did not."""
+    last_fit, i = None, 0
+    while True:
+        if not fits(grid[i]):
+            first_misfit = i
+            break
+        last_fit = i
+        if i == len(grid) - 1:
+            return
+        doubled = max(j for j, b in enumerate(grid) if b <= 2 * grid[i])
+        i = max(doubled, i + 1)
+    if last_fit is None:
+        return
+    lo, hi = last_fit, first_misfit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(grid[mid]):
+            lo = mid
+        else:
+            hi = mid
+
+
+def _run(
+    cfg: StudyConfig, data: Dataset, hp: Hyperparams, steps: int, isolated: bool
+) -> tuple[ProbeRow, StepStats | None]:
+    b = hp.batch_size
+    if isolated:
+        outcome = _in_child(cfg, data, hp, steps)
+    else:
+        outcome = _measure(RunSpec.from_study(cfg, data, hp), steps)
+        release_memory()  # outside the except that caught any error: its frames are gone
+    kind, value = outcome
+    if kind == "ok":
+        s: StepStats = value
+        return ProbeRow(b, True, s.step_time_s, s.samples_per_s, s.peak_memory_mb), s
+    if kind == "oom":
+        return ProbeRow(b, False, reason="out of memory"), None
+    if kind == "killed":
+        return ProbeRow(b, False, reason=value), None
+    if kind == "bad":
+        raise ConfigError(value)
+    raise ProbeError(f"batch size {b}: {value}")
+
+
+def _measure(spec: RunSpec, steps: int) -> tuple[str, Any]:
+    """``measure_steps`` as a message: ("ok", stats), ("oom", text), ("bad", text) for bad
+    input, or ("error", text)."""
+    try:
+        return "ok", measure_steps(spec, steps)
+    except Exception as e:
+        if is_out_of_memory(e):
+            return "oom", str(e).splitlines()[0] if str(e) else "out of memory"
+        if isinstance(e, (ConfigError, DataFileError, ModelError)):
+            return "bad", str(e)
+        return "error", f"{type(e).__name__}: {e}"
+
+
+def _child(spec: RunSpec, steps: int, conn: Connection) -> None:
+    """In a child process: measure, send one message back. Out of memory, the kernel's killer
+    should pick this process, not the probe that started it."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    conn.send(_measure(spec, steps))
+    conn.close()
+
+
+def _in_child(cfg: StudyConfig, data: Dataset, hp: Hyperparams, steps: int) -> tuple[str, Any]:
+    import torch.multiprocessing  # noqa: F401 - tensors travel to the child in shared memory
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(
+        ["bstune._probe", "torch._dynamo"]
+    )  # torch is imported once, in the fork server
+    receive, send = ctx.Pipe(duplex=False)
+    spec = RunSpec.from_study(cfg, data, hp)
+    child = ctx.Process(target=_child, args=(spec, steps, send), daemon=True)
+    with _main_hidden():
+        child.start()
+    send.close()
+    try:
+        outcome: tuple[str, Any] = receive.recv()
+    except EOFError:  # it died without a word
+        outcome = ("killed", "")
+    finally:
+        receive.close()
+        child.join()
+    if outcome[0] == "killed":
+        return "killed", _death(child.exitcode)
+    return outcome
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start children without re-importing the caller's main script in them.
+
+    multiprocessing re-imports ``__main__`` in each child so that functions defined there can
+    be unpickled; the probe's child needs only bstune and torch, and a script without an
+    ``if __name__ == "__main__":`` guard would otherwise run again in every child.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        sig = signal.Signals(-exitcode)
+        why = ": out of memory, most likely" if sig == signal.SIGKILL else ""
+        return f"killed by {sig.name}{why}"
+    return f"the process exited with status {exitcode} before reporting"
+
+
+def check_narrowed_path(cfg: StudyConfig, path: str | Path) -> tuple[Path, Path]:
+    """The study file and ``path``, once ``path`` is known not to be the study file itself.
+
+    Raises:
+        ConfigError: it is, its folder is missing or not writable, or ``cfg`` was not read
+            from a file.
+    """
+    if cfg.source is None:
+        raise ConfigError("a narrowed study file needs the study's own file to start from")
+    source, target = Path(cfg.source), Path(path)
+    if target.resolve() == source.resolve():
+        raise ConfigError(
+            f"{target}: that is the study file itself, which the probe never changes; "
+            f"expected the path of a new file"
+        )
+    folder = target.resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"{target}: cannot write there; expected a path in a writable folder")
+    return source, target
+
+
+def write_narrowed(cfg: StudyConfig, result: ProbeResult, path: str | Path) -> StudyConfig:
+    """Write ``cfg``'s study file to ``path`` with its batch-size range cut to what fits.
+
+    The range keeps its low end and step; its high end becomes the largest batch size of the
+    range that fits (every smaller one fits too: memory grows with batch size). A budget the
+    probe was given becomes the new file's ``budget.max_memory_mb``. The given study file is
+    never written.
+
+    Raises:
+        ConfigError: ``path`` is the study file itself, ``cfg`` was not read from a file, no
+            batch size of the range fits, or ``path`` cannot be written.
+    """
+    source, target = check_narrowed_path(cfg, path)
+    grid = cfg.search_space.batch_size.choices()
+    fitting = [b for b in grid if result.largest_fit is not None and b <= result.largest_fit]
+    if not fitting:
+        raise ConfigError(
+            f"no batch size of {source}'s range {grid[0]}..{grid[-1]} fits"
+            + (f" within {result.max_memory_mb:g} MB" if result.max_memory_mb else "")
+            + "; no narrowed study file written"
+        )
+    data = yaml.load(source.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
+    space = dict(data.get("search_space") or {})
+    bs = space.get("batch_size")
+    if isinstance(bs, dict):
+        bs = dict(bs)
+    else:  # absent: the default range (powers of two); a bare number: that one batch size
+        bs = {"low": grid[0]} if bs is None else {"low": bs, "log": False}
+    bs["high"] = fitting[-1]
+    space["batch_size"] = bs
+    data["search_space"] = space
+    if result.max_memory_mb is not None:
+        data["budget"] = {**(data.get("budget") or {}), "max_memory_mb": result.max_memory_mb}
+    narrowed = parse_study(data, source=str(target))
+    all_fit = fitting[-1] == grid[-1]
+    header = [
+        f"# Narrowed by `bstune probe` from {source}: batch sizes {grid[0]}..{fitting[-1]} "
+        + ("(every one of the range) " if all_fit else f"(of {grid[0]}..{grid[-1]}) ")
+        + f"fit on {result.device}"
+        + (f" within {result.max_memory_mb:g} MB" if result.max_memory_mb else "")
+        + f", training with {result.hparams.optimizer}.",
+        "# The original file's comments are not carried over.",
+    ]
+    text = "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(
+            f"{target}: cannot write the narrowed study file ({e.strerror})"
+        ) from None
+    return narrowed
