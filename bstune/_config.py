@@ -27,6 +27,7 @@ __all__ = [
     "FLOAT_PARAMS",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "BatchScheduleSpace",
     "BatchSizeRange",
     "BudgetConfig",
     "ConfigError",
@@ -179,6 +180,8 @@ class TrainingConfig(_Config):
     seed: int = 0
     drop_last: bool = False
     eval_batch_size: _PosInt = 4096
+    noise_scale_every: _NonNegInt = 8
+    """Estimate the gradient noise scale on every this-many-th step (0: never)."""
 
     @field_validator("device")
     @classmethod
@@ -214,11 +217,14 @@ class LogFloatRange(FloatRange):
 class LrRange(LogFloatRange):
     """The learning-rate range, optionally tied to batch size by a scaling rule.
 
-    Under ``linear`` or ``sqrt`` scaling the sampled value is the base rate at
-    ``reference_batch_size``; the rate that trains is base × B/B_ref or base × sqrt(B/B_ref).
+    Under a rule the sampled value is the base rate at ``reference_batch_size``; with
+    κ = B / B_ref the rate that trains is base × κ (``linear``, Goyal et al. 2017 for SGD),
+    base × √κ (``sqrt``), or under ``adam_sde`` (Malladi et al. 2022) for Adam and AdamW
+    base × √κ with 1 − β → κ(1 − β) for both betas and ε → ε / √κ (the linear rule for the
+    other optimizers, SGD's own SDE rule). See :func:`bstune._space.scale_hparams`.
     """
 
-    scaling: Literal["none", "linear", "sqrt"] = "none"
+    scaling: Literal["none", "linear", "sqrt", "adam_sde"] = "none"
     reference_batch_size: _PosInt = 128
 
 
@@ -254,6 +260,38 @@ class BatchSizeRange(_Config):
         return list(range(self.low, self.high + 1, self.step or 1))
 
 
+ScheduleName = Literal["none", "grow_batch", "decay_lr"]
+
+
+def _modes(*names: ScheduleName) -> list[ScheduleName]:
+    return list(names)
+
+
+class BatchScheduleSpace(_Config):
+    """``search_space.batch_schedule:`` — grow the batch instead of decaying the rate (Smith et
+    al. 2018, "Don't decay the learning rate, increase the batch size").
+
+    Every ``grow_every_epochs`` epochs ``grow_batch`` multiplies the batch size by ``factor``
+    up to ``max_batch_size``, then decays the rate by it; ``decay_lr`` is the step decay it
+    replaces; ``none`` keeps both. ``mode`` and ``factor`` may each be a list, to search.
+    """
+
+    mode: list[ScheduleName] = Field(default_factory=lambda: _modes("grow_batch"), min_length=1)
+    grow_every_epochs: _PosInt = 1
+    factor: list[Annotated[int, Field(ge=2)]] = Field(default_factory=lambda: [2], min_length=1)
+    max_batch_size: _PosInt
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for key in ("mode", "factor"):
+                if isinstance(data.get(key), (str, int)) and not isinstance(data[key], bool):
+                    data[key] = [data[key]]
+        return data
+
+
 def _single_value(v: Any) -> Any:
     """A bare number pins a parameter: ``dropout: 0.1`` is the range [0.1, 0.1]."""
     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -276,6 +314,7 @@ class SearchSpaceConfig(_Config):
     dropout: FloatRange | None = None
     label_smoothing: FloatRange | None = None
     warmup_epochs: FloatRange | None = None
+    batch_schedule: BatchScheduleSpace | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -301,6 +340,26 @@ class SearchSpaceConfig(_Config):
         if isinstance(data.get("optimizer"), str):
             data["optimizer"] = [data["optimizer"]]
         return data
+
+    @model_validator(mode="after")
+    def _sde_rule_defined(self) -> SearchSpaceConfig:
+        """Under ``adam_sde`` 1 − β becomes κ(1 − β): a β at or below 0 for κ ≥ 1/(1 − β)."""
+        if self.lr.scaling != "adam_sde" or not {"adam", "adamw"} & set(self.optimizer):
+            return self
+        # κ of the sampled batch size: a growing batch schedule changes the batch, not the rule
+        kappa = self.batch_size.high / self.lr.reference_batch_size
+        for name, default in (("beta1", 0.9), ("beta2", 0.999)):
+            rng = getattr(self, name)
+            beta = rng.high if rng is not None else default
+            if kappa * (1 - beta) >= 1 - 1e-9:  # κ ≥ 1/(1 − β), to rounding
+                raise ValueError(
+                    f"scaling adam_sde: κ = batch_size.high / lr.reference_batch_size = "
+                    f"{self.batch_size.high}/{self.lr.reference_batch_size} = {kappa:g} must be "
+                    f"below 1/(1 − {name}) = {1 / (1 - beta):.4g} ({name} {beta:g} would become "
+                    f"{1 - kappa * (1 - beta):.4g}); raise reference_batch_size or lower "
+                    f"batch_size.high or {name}"
+                )
+        return self
 
     @field_validator("dropout", "label_smoothing", "momentum", "beta1", "beta2")
     @classmethod
@@ -503,6 +562,13 @@ def check_batch_sizes(cfg: StudyConfig, n_train: int) -> None:
             f"{cfg.source or '<study>'}: search_space.batch_size: {bs.high} is above the size "
             f"of the training split ({n_train} examples of {cfg.dataset.name}); expected "
             f"batch sizes of at most {n_train}"
+        )
+    schedule = cfg.search_space.batch_schedule
+    if schedule is not None and schedule.max_batch_size > n_train:
+        raise ConfigError(
+            f"{cfg.source or '<study>'}: search_space.batch_schedule.max_batch_size: "
+            f"{schedule.max_batch_size} is above the size of the training split ({n_train} "
+            f"examples of {cfg.dataset.name}); expected at most {n_train}"
         )
 
 

@@ -23,7 +23,8 @@ from bstune._config import ConfigError, ModelConfig, StudyConfig
 from bstune._data import Dataset, Split, StreamSplit
 from bstune._measure import MB, Stopwatch, step_memory
 from bstune._models import build_model
-from bstune._optim import Hyperparams, make_optimizer, warmup_factor
+from bstune._noise import NoiseScale, squared_grad_norm
+from bstune._optim import Hyperparams, make_optimizer, schedule_at, warmup_factor
 
 __all__ = [
     "EpochStats",
@@ -58,6 +59,9 @@ class RunSpec:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     """``(outputs, targets) -> mean loss``; None: cross-entropy (with the trial's label
     smoothing while training). Accuracy is measured only for integer class targets."""
+    noise_scale_every: int = 8
+    """Estimate the gradient noise scale on every this-many-th step (0: never): that step's
+    batch is backpropagated in two halves (see :mod:`bstune._noise`)."""
 
     @classmethod
     def from_study(cls, cfg: StudyConfig, dataset: Dataset, hparams: Hyperparams) -> RunSpec:
@@ -65,7 +69,7 @@ class RunSpec:
         t = cfg.training
         return cls(
             dataset, cfg.model, hparams, t.epochs, t.device, t.precision, t.seed, t.drop_last,
-            t.eval_batch_size,
+            t.eval_batch_size, noise_scale_every=t.noise_scale_every,
         )  # fmt: skip
 
 
@@ -74,6 +78,8 @@ class EpochStats:
     """One epoch's measurements. ``epoch`` counts from 1; ``samples`` is data seen this epoch.
 
     ``peak_memory_mb`` is this epoch's peak on CUDA, and the run's measured step elsewhere.
+    ``lr`` and ``batch_size`` are the epoch's last (a batch schedule changes them between
+    epochs); ``noise_scale`` is the smoothed B_simple at the epoch's end (NaN until estimated).
     """
 
     epoch: int
@@ -87,6 +93,8 @@ class EpochStats:
     samples_per_s: float
     peak_memory_mb: float
     lr: float
+    batch_size: int = 0
+    noise_scale: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ class TrainResult:
     device: str
     torch_version: str
     diverged: str | None = None
+    noise_scale: float = math.nan
+    """The gradient noise scale B_simple at the end of training (NaN when not estimated)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "epochs"}
@@ -171,21 +181,25 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
     data_time = clock.now() - t0
 
     model = _build(spec, data).to(device)
-    steps_per_epoch = n // hp.batch_size if spec.drop_last else math.ceil(n / hp.batch_size)
-    warmup = round(hp.warmup_epochs * steps_per_epoch)
-    stepper = _Stepper(model, hp, amp_dtype, device, warmup, spec.loss)
+    warmup = round(hp.warmup_epochs * _steps_per_epoch(n, hp.batch_size, spec.drop_last))
+    stepper = _Stepper(model, hp, amp_dtype, device, warmup, spec.loss, spec.noise_scale_every)
     curves: list[EpochStats] = []
     peak_bytes, train_time, diverged = 0, 0.0, None
+    batch, since_change = hp.batch_size, -1  # epochs at this batch size before this one
     for epoch in range(1, spec.epochs + 1):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = clock.now()
-        measure_at = _measure_at(epoch, n, hp)
+        new_batch, stepper.lr_scale = schedule_at(hp, epoch - 1)
+        since_change = since_change + 1 if new_batch == batch else 0
+        batch = new_batch
+        measure_at = _measure_at(since_change + 1, n, batch)
         if isinstance(data.train, StreamSplit):
-            batches = data.train.batches(hp.batch_size, device, shuffle, spec.drop_last)
+            batches = data.train.batches(batch, device, shuffle, spec.drop_last)
         else:
             perm = torch.randperm(n, generator=shuffle).to(device)
-            batches = _tensor_batches(data.train, perm, hp.batch_size, steps_per_epoch)
+            steps = _steps_per_epoch(n, batch, spec.drop_last)
+            batches = _tensor_batches(data.train, perm, batch, steps)
         out = _train_epoch(stepper, batches, measure_at, device)
         train_time = clock.now() - start
         if device.type == "cuda":
@@ -201,7 +215,7 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         stats = EpochStats(
             epoch, out.loss_sum / out.samples, val_loss, val_acc, train_time,
             clock.now() - start, out.samples, out.steps, out.samples / train_time,
-            epoch_peak / MB, stepper.lr,
+            epoch_peak / MB, stepper.lr, batch, stepper.noise.value,
         )  # fmt: skip
         curves.append(stats)
         if on_epoch is not None:
@@ -228,11 +242,21 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         device=_device_name(device),
         torch_version=torch.__version__,
         diverged=diverged,
+        noise_scale=stepper.noise.value,
     )
 
 
+def _steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
 class _Stepper:
-    """One optimisation step at a time: warm-up, autocast, (scaled) backward, update."""
+    """One optimisation step at a time: warm-up and schedule, autocast, (scaled) backward,
+    update; every ``noise_every``-th step in two halves, for the gradient noise scale.
+
+    The rate of step ``count`` is ``hp.lr × lr_scale × warmup_factor(count)``; the training
+    loop sets ``lr_scale`` (a batch schedule's factor) before each epoch.
+    """
 
     def __init__(
         self,
@@ -242,31 +266,78 @@ class _Stepper:
         device: torch.device,
         warmup_steps: int,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        noise_every: int = 0,
     ) -> None:
         self.model, self.hp, self.warmup_steps = model, hp, warmup_steps
         smoothing = hp.label_smoothing
         self.loss = loss or (lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing))
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = make_optimizer(model.parameters(), hp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.autocast = _autocast(device, amp_dtype)
         self.count = 0
+        self.noise_every, self.noise = noise_every, NoiseScale()
+        self._lr_scale = 1.0
 
     @property
     def lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
 
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if self.count < self.warmup_steps:
-            for group in self.opt.param_groups:
-                group["lr"] = self.hp.lr * warmup_factor(self.count, self.warmup_steps)
-        with self.autocast:  # the outputs are not kept: backward frees them as it goes
-            loss = self.loss(self.model(xb), yb)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+    @property
+    def lr_scale(self) -> float:
+        return self._lr_scale
+
+    @lr_scale.setter
+    def lr_scale(self, scale: float) -> None:
+        if scale != self._lr_scale:
+            self._lr_scale = scale
+            self._set_lr()
+
+    def _set_lr(self) -> None:
+        lr = self.hp.lr * self._lr_scale * warmup_factor(self.count, self.warmup_steps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, split: bool = True) -> torch.Tensor:
+        """One step on ``xb, yb``; ``split=False`` never splits it (a step measured for
+        memory must be an ordinary one)."""
+        if self.count <= self.warmup_steps:  # the rate of the step after warm-up too
+            self._set_lr()
+        every = self.noise_every
+        if split and every and (self.count + 1) % every == 0 and len(yb) >= 2:
+            loss = self._split_step(xb, yb)
+        else:
+            with self.autocast:  # the outputs are not kept: backward frees them as it goes
+                loss = self.loss(self.model(xb), yb)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
         self.count += 1
         return loss.detach()
+
+    def _split_step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """Backward in two halves: |g|² of the first half's mean gradient, then of the whole
+        batch's, for the noise scale. The gradient that updates is the whole batch's, as in an
+        ordinary step (a model with batch norm sees two half-batches' statistics)."""
+        b = len(yb)
+        h = b // 2
+        self.opt.zero_grad(set_to_none=True)
+        with self.autocast:
+            first = self.loss(self.model(xb[:h]), yb[:h])
+        self.scaler.scale(first * (h / b)).backward()
+        small = squared_grad_norm(self.params) * (b / h) ** 2
+        with self.autocast:
+            second = self.loss(self.model(xb[h:]), yb[h:])
+        self.scaler.scale(second * ((b - h) / b)).backward()
+        big = squared_grad_norm(self.params)
+        if self.scaler.is_enabled():  # fp16: gradients are scaled, and may have overflowed
+            unscale = self.scaler.get_scale() ** -2
+            small, big = small * unscale, big * unscale
+            if not bool(torch.isfinite(small) & torch.isfinite(big)):
+                return (first.detach() * h + second.detach() * (b - h)) / b
+        self.noise.update(small, h, big, b)
+        return (first.detach() * h + second.detach() * (b - h)) / b
 
 
 @dataclass(frozen=True)
@@ -278,14 +349,15 @@ class _EpochOutcome:
     diverged: str | None
 
 
-def _measure_at(epoch: int, n: int, hp: Hyperparams) -> int:
-    """Which step of ``epoch`` runs under :class:`LiveTensorMemory` off CUDA (-1: none).
+def _measure_at(epoch: int, n: int, batch_size: int) -> int:
+    """Which step of ``epoch`` (counted from 1 since the batch size last changed) runs under
+    :class:`LiveTensorMemory` off CUDA (-1: none).
 
     A full-size step after the first, when gradients and optimizer state exist as they do for
     every later step: the 2nd of epoch 1; if epoch 1 has one full step only, its 1st (a figure
     for epoch 1) and the 1st of epoch 2.
     """
-    full_steps = n // hp.batch_size
+    full_steps = n // batch_size
     if epoch == 1:
         return 1 if full_steps >= 2 else 0
     return 0 if epoch == 2 and full_steps < 2 else -1
@@ -336,7 +408,7 @@ def _measured_step(
     what the step creates)."""
     with step_memory(stepper.model, stepper.opt) as mem:
         mem.hold([xb, yb])
-        loss = stepper(xb, yb)
+        loss = stepper(xb, yb, split=False)
     return loss, mem.peak
 
 

@@ -9,8 +9,10 @@ trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
   ``memory_method``, ``steps``, ``epochs``, ``val_accuracy``, ``val_loss``, ``test_accuracy``,
   ``test_loss``, ``device``, ``torch_version``;
 * ``hparams`` — every hyperparameter of the run;
+* ``noise_scale`` — the gradient noise scale B_simple at the end (see :mod:`bstune._noise`);
 * ``curves`` — per epoch ``train_loss``, ``val_loss``, ``val_accuracy``, ``epoch_time_s``
-  (training phase), ``samples_per_s``;
+  (training phase), ``samples_per_s``, ``lr`` and ``batch_size`` (a batch schedule changes
+  them), ``noise_scale``;
 * ``val_loss_by_step`` — the validation-loss curve by reported step (what pruners compare);
 * ``stopped`` — why the run ended early (a non-finite loss, pruning, out of memory, over the
   memory budget), if it did;
@@ -177,6 +179,7 @@ class Objective:
         return RunSpec(
             self.dataset, model, hparams, t.epochs, t.device, t.precision, t.seed, t.drop_last,
             t.eval_batch_size, evaluate_test=len(self.dataset.test) > 0, loss=self.loss,
+            noise_scale_every=t.noise_scale_every,
         )  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -343,6 +346,7 @@ def _record(
             "val_accuracy": curves[-1].val_accuracy if curves else None,
             "val_loss": curves[-1].val_loss if curves else None,
             "peak_memory_mb": curves[-1].peak_memory_mb if curves else None,
+            "noise_scale": curves[-1].noise_scale if curves else None,
             "epochs": len(curves),
         }
     metrics["effective_lr"] = hparams["lr"]
@@ -354,6 +358,9 @@ def _record(
         "val_accuracy": [e.val_accuracy for e in curves],
         "epoch_time_s": [e.train_time_s for e in curves],
         "samples_per_s": [e.samples_per_s for e in curves],
+        "lr": [e.lr for e in curves],
+        "batch_size": [e.batch_size for e in curves],
+        "noise_scale": [e.noise_scale for e in curves],
     }
     metrics["val_loss_by_step"] = {str(k): v for k, v in by_step.items()}
     if kept:

@@ -1,4 +1,5 @@
-"""Hyperparameters of one run, the optimizers they name, and the learning-rate warm-up."""
+"""Hyperparameters of one run, the optimizers they name, and how rate and batch size change
+while it trains: linear warm-up, and a growing batch (Smith et al. 2018) or a step decay."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 
 from bstune._config import FLOAT_PARAMS, OPTIMIZERS, ConfigError, SearchSpaceConfig
 
-__all__ = ["Hyperparams", "make_optimizer", "warmup_factor"]
+__all__ = ["SCHEDULES", "Hyperparams", "make_optimizer", "schedule_at", "warmup_factor"]
+
+SCHEDULES = ("none", "grow_batch", "decay_lr")
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,12 @@ class Hyperparams:
     """What one training run uses. ``lr`` is the rate that trains (after any scaling rule).
 
     ``momentum`` applies to ``momentum`` and ``nesterov`` (default 0.9) and ``rmsprop`` (default
-    0); ``beta1``/``beta2`` to ``adam`` and ``adamw``. ``dropout`` of None keeps the model's own.
+    0); ``beta1``/``beta2``/``eps`` to ``adam`` and ``adamw``. ``dropout`` of None keeps the
+    model's own.
+
+    ``batch_schedule`` (see :func:`schedule_at`): ``none``; ``decay_lr``, the rate divided by
+    ``schedule_factor`` every ``grow_every_epochs`` epochs; or ``grow_batch``, the batch size
+    multiplied instead, up to ``max_batch_size``, after which the rate decays.
     """
 
     batch_size: int = 128
@@ -31,6 +39,11 @@ class Hyperparams:
     dropout: float | None = None
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
+    eps: float = 1e-8
+    batch_schedule: str = "none"
+    grow_every_epochs: int = 1
+    schedule_factor: int = 2
+    max_batch_size: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -51,6 +64,15 @@ class Hyperparams:
             problems.append("nesterov needs momentum > 0")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             problems.append("weight_decay and warmup_epochs must be >= 0")
+        if not self.eps > 0:
+            problems.append(f"eps must be > 0, got {self.eps}")
+        if self.batch_schedule not in SCHEDULES:
+            problems.append(
+                f"batch_schedule must be one of {', '.join(SCHEDULES)}, "
+                f"got {self.batch_schedule!r}"
+            )
+        if self.grow_every_epochs < 1 or self.schedule_factor < 2:
+            problems.append("grow_every_epochs must be >= 1 and schedule_factor >= 2")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -110,14 +132,45 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], hp: Hyperparams) -> tor
             fused=fused,
         )  # fmt: skip
     adam = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return adam(params, lr=lr, betas=(hp.beta1, hp.beta2), weight_decay=wd, fused=fused)
+    return adam(
+        params, lr=lr, betas=(hp.beta1, hp.beta2), eps=hp.eps, weight_decay=wd, fused=fused
+    )
 
 
 _FUSED_DEVICES = ("cpu", "cuda", "mps")
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear warm-up: ``(step + 1) / warmup_steps`` until it reaches 1 at ``warmup_steps - 1``."""
+    """Linear warm-up (Goyal et al. 2017): the rate times ``(step + 1) / warmup_steps`` at step
+    ``step`` (from 0), so the ``warmup_steps``-th step is the first at the full rate.
+
+    >>> [warmup_factor(i, 4) for i in range(5)]
+    [0.25, 0.5, 0.75, 1.0, 1.0]
+    """
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, (step + 1) / warmup_steps)
+
+
+def schedule_at(hp: Hyperparams, epoch: int) -> tuple[int, float]:
+    """The batch size of epoch ``epoch`` (from 0) and the factor on the rate, under
+    ``hp.batch_schedule``.
+
+    After ``j = epoch // grow_every_epochs`` periods a step decay has divided the rate by
+    ``factor**j``. ``grow_batch`` multiplies the batch size by ``factor**j`` instead, up to
+    ``max_batch_size``, and divides the rate by what the cap kept the batch from growing: rate /
+    batch size is the step decay's at every epoch, and once the cap is reached the rate decays.
+
+    >>> hp = Hyperparams(batch_size=64, batch_schedule="grow_batch", grow_every_epochs=2,
+    ...                  schedule_factor=2, max_batch_size=256)
+    >>> [schedule_at(hp, e) for e in range(8)]
+    [(64, 1.0), (64, 1.0), (128, 1.0), (128, 1.0), (256, 1.0), (256, 1.0), (256, 0.5), (256, 0.5)]
+    """
+    j = epoch // hp.grow_every_epochs
+    if hp.batch_schedule == "none" or j == 0:
+        return hp.batch_size, 1.0
+    decay = hp.schedule_factor**j
+    if hp.batch_schedule == "decay_lr":
+        return hp.batch_size, 1.0 / decay
+    batch = max(hp.batch_size, min(hp.batch_size * decay, hp.max_batch_size))
+    return batch, (batch / hp.batch_size) / decay

@@ -18,7 +18,15 @@ import torch
 from bstune._config import FLOAT_PARAMS, ConfigError, FloatRange, LrRange, SearchSpaceConfig
 from bstune._optim import Hyperparams, make_optimizer
 
-__all__ = ["Sampled", "fixed_hparams", "grid_space", "lr_param_name", "scaled_lr", "suggest"]
+__all__ = [
+    "Sampled",
+    "fixed_hparams",
+    "grid_space",
+    "lr_param_name",
+    "scale_hparams",
+    "scaled_lr",
+    "suggest",
+]
 
 # Parameters that apply to some optimizers only, and which.
 _CONDITIONAL = {
@@ -44,6 +52,47 @@ def scaled_lr(base_lr: float, batch_size: int, rule: str, reference_batch_size: 
     return base_lr
 
 
+_ADAM = ("adam", "adamw")
+
+
+def scale_hparams(hp: Hyperparams, kappa: float, rule: str) -> Hyperparams:
+    """``hp`` moved to κ times its batch size's scale under a scaling rule: the rate times κ
+    (``linear``) or √κ (``sqrt``); ``adam_sde`` (Malladi et al. 2022, the SDE scaling rule) for
+    Adam and AdamW: the rate times √κ, 1 − β → κ(1 − β) for both betas, ε → ε / √κ, and the
+    linear rule for SGD and the others. The batch size itself is left to the caller.
+
+    κ then 1/κ gives ``hp`` back (to rounding).
+
+    >>> hp = scale_hparams(Hyperparams(lr=1e-3, optimizer="adam"), 4.0, "adam_sde")
+    >>> round(hp.lr, 9), round(hp.beta1, 9), round(hp.beta2, 9), hp.eps
+    (0.002, 0.6, 0.996, 5e-09)
+
+    Raises:
+        ConfigError: under ``adam_sde``, κ ≥ 1/(1 − β) for a beta (it would become ≤ 0).
+    """
+    if rule == "none" or kappa == 1.0:
+        return hp
+    if rule == "linear" or (rule == "adam_sde" and hp.optimizer not in _ADAM):
+        return replace(hp, lr=hp.lr * kappa)
+    if rule == "sqrt":
+        return replace(hp, lr=hp.lr * math.sqrt(kappa))
+    if rule != "adam_sde":
+        raise ConfigError(f"unknown scaling rule {rule!r}; expected none, linear, sqrt, adam_sde")
+    for name in ("beta1", "beta2"):
+        beta = getattr(hp, name)
+        if kappa * (1 - beta) >= 1 - 1e-9:  # κ ≥ 1/(1 − β), to rounding
+            raise ConfigError(
+                f"scaling adam_sde: κ = {kappa:g} must be below 1/(1 − {name}) = "
+                f"{1 / (1 - beta):.4g} ({name} = {beta:g} would become "
+                f"{1 - kappa * (1 - beta):.4g})"
+            )
+    root = math.sqrt(kappa)
+    return replace(
+        hp, lr=hp.lr * root, beta1=1 - kappa * (1 - hp.beta1), beta2=1 - kappa * (1 - hp.beta2),
+        eps=hp.eps / root,
+    )  # fmt: skip
+
+
 def lr_param_name(space: SearchSpaceConfig) -> str:
     """``base_lr`` under a scaling rule (the sampled value is not the rate that trains)."""
     return "lr" if space.lr.scaling == "none" else "base_lr"
@@ -53,7 +102,8 @@ def lr_param_name(space: SearchSpaceConfig) -> str:
 class Sampled:
     """A trial's hyperparameters. ``lr`` is the effective rate (the one that trains, after any
     scaling rule), ``base_lr`` the sampled one (equal to ``lr`` without a rule); ``hparams``
-    holds every value, including the optimizer's arguments."""
+    holds every value that trains, including the optimizer's arguments (under ``adam_sde`` the
+    betas and ε moved to the batch size)."""
 
     hparams: Hyperparams
     base_lr: float
@@ -118,20 +168,34 @@ def suggest(
 
     base_lr = _float(trial, f"{prefix}{lr_param_name(space)}", space.lr)
     assert base_lr is not None  # lr always has a range
-    lr = scaled_lr(base_lr, batch_size, space.lr.scaling, space.lr.reference_batch_size)
 
     optimizer = (
         space.optimizer[0]
         if len(space.optimizer) == 1
         else str(trial.suggest_categorical(f"{prefix}optimizer", list(space.optimizer)))
     )
-    values: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "optimizer": optimizer}
+    values: dict[str, Any] = {"batch_size": batch_size, "lr": base_lr, "optimizer": optimizer}
     for name in FLOAT_PARAMS:
         if name != "lr" and optimizer in _CONDITIONAL.get(name, (optimizer,)):
             value = _float(trial, f"{prefix}{name}", getattr(space, name))
             if value is not None:
                 values[name] = value
-    return Sampled(Hyperparams(**values), base_lr)
+    schedule = space.batch_schedule
+    if schedule is not None:
+        mode = _choice(trial, f"{prefix}batch_schedule", list(schedule.mode))
+        if mode != "none":
+            values.update(
+                batch_schedule=mode,
+                grow_every_epochs=schedule.grow_every_epochs,
+                schedule_factor=int(_choice(trial, f"{prefix}schedule_factor", schedule.factor)),
+                max_batch_size=schedule.max_batch_size,
+            )
+    kappa = batch_size / space.lr.reference_batch_size
+    return Sampled(scale_hparams(Hyperparams(**values), kappa, space.lr.scaling), base_lr)
+
+
+def _choice(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
 
 
 def _float(trial: optuna.Trial, name: str, rng: FloatRange | None) -> float | None:
@@ -174,6 +238,17 @@ def grid_space(space: SearchSpaceConfig) -> dict[str, list[Any]]:
             n = round((rng.high - rng.low) / rng.step)
             key = lr_param_name(space) if name == "lr" else name
             grid[key] = [rng.low + i * rng.step for i in range(n + 1)]
+    schedule = space.batch_schedule
+    if schedule is not None:
+        if len(schedule.mode) > 1:
+            grid["batch_schedule"] = list(schedule.mode)
+        if len(schedule.factor) > 1:
+            if "none" in schedule.mode:
+                problems.append(
+                    "search_space.batch_schedule: the grid sampler cannot search factor next "
+                    "to mode none (factor applies to the other modes only); give one factor"
+                )
+            grid["schedule_factor"] = list(schedule.factor)
     if problems:
         raise ConfigError("; ".join(problems))
     return grid
@@ -186,5 +261,5 @@ def fixed_hparams(space: SearchSpaceConfig, params: dict[str, str]) -> Hyperpara
     hp = Hyperparams.pinned_by(space).with_params(params)
     lr: LrRange = space.lr
     if "lr" not in params and lr.low == lr.high and lr.scaling != "none":
-        hp = replace(hp, lr=scaled_lr(lr.low, hp.batch_size, lr.scaling, lr.reference_batch_size))
+        hp = scale_hparams(hp, hp.batch_size / lr.reference_batch_size, lr.scaling)
     return hp

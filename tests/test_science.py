@@ -1,0 +1,239 @@
+"""Batch-size science: the gradient noise scale against a closed form, scaling rules, warm-up,
+and the growing-batch schedule."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import optuna
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from optuna.trial import FixedTrial
+from torch.nn import functional as F  # noqa: N812
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from bstune import ConfigError, Hyperparams, RunSpec, load_dataset, train
+from bstune._config import DatasetConfig, ModelConfig, parse_study
+from bstune._noise import NoiseScale, critical_tradeoff, statistical_efficiency
+from bstune._optim import schedule_at, warmup_factor
+from bstune._space import scale_hparams, suggest
+from bstune._user_data import as_dataset
+
+MLP = ModelConfig(name="mlp", hidden=[32])
+
+
+@pytest.fixture(scope="module")
+def digits():  # type: ignore[no-untyped-def]
+    return load_dataset(DatasetConfig(name="digits"))
+
+
+def _regression(d: int, n: int, sigma: float, seed: int = 0):  # type: ignore[no-untyped-def]
+    """y = x·w* + ε, x ~ N(0, I_d), ε ~ N(0, σ²), and a linear model at a fixed start w0."""
+    g = torch.Generator().manual_seed(seed)
+    w_star = torch.randn(d, 1, generator=g)
+    x = torch.randn(n, d, generator=g)
+    y = x @ w_star + sigma * torch.randn(n, 1, generator=g)
+    w0 = torch.randn(1, d, generator=g)
+
+    def model(hp: Hyperparams) -> torch.nn.Module:
+        m = torch.nn.Linear(d, 1, bias=False)
+        m.weight.data.copy_(w0)
+        return m
+
+    delta_sq = float((w0.T - w_star).square().sum())
+    return x, y, model, delta_sq
+
+
+@pytest.mark.parametrize(("sigma", "batch"), [(1.0, 64), (1.0, 256), (3.0, 64)])
+def test_noise_scale_matches_the_closed_form_of_linear_regression(sigma: float, batch: int):
+    # Per-example gradient of (x·w − y)² at w: 2x(x·δ − ε) with δ = w − w*. Its mean is
+    # G = 2δ and its covariance 4[(|δ|² + σ²) I + δδᵀ], so B_simple = tr Σ / |G|²
+    # = (d(|δ|² + σ²) + |δ|²) / |δ|². A negligible rate keeps w where the formula holds.
+    d = 50
+    x, y, model, delta_sq = _regression(d, 20_000, sigma)
+    closed = (d * (delta_sq + sigma**2) + delta_sq) / delta_sq
+    spec = RunSpec(
+        as_dataset((x, y), (x[:500], y[:500])), model,
+        Hyperparams(batch_size=batch, lr=1e-12, optimizer="sgd"), epochs=3, device="cpu",
+        loss=F.mse_loss, evaluate_test=False, noise_scale_every=1,
+    )  # fmt: skip
+    result = train(spec)
+    assert result.noise_scale == pytest.approx(closed, rel=0.2)
+    assert all(math.isfinite(e.noise_scale) for e in result.epochs)
+
+
+def test_noise_scale_estimates_do_not_change_what_trains(digits) -> None:
+    # The split step's update is the whole batch's gradient, as an ordinary step's.
+    hp = Hyperparams(batch_size=64, lr=0.05, optimizer="momentum")
+    runs = [
+        train(RunSpec(digits, MLP, hp, epochs=2, device="cpu", noise_scale_every=every))
+        for every in (0, 1)
+    ]
+    assert runs[1].val_loss == pytest.approx(runs[0].val_loss, rel=1e-4)
+    assert math.isnan(runs[0].noise_scale) and runs[1].noise_scale > 0
+
+
+def test_noise_scale_is_a_ratio_of_means() -> None:
+    # Estimates (|G|², tr Σ) = (2, 100), then (0.5, 100); decay 0.5 weighs them 1/3 and 2/3
+    # (bias-corrected): |G|² = 1, tr Σ = 100, B_simple = 100. The mean of ratios would be
+    # 50/3 + 400/3 = 150.
+    gns = NoiseScale(decay=0.5)
+    for g, s in ((2.0, 100.0), (0.5, 100.0)):
+        gns.update(g + s / 32, 32, g + s / 64, 64)
+    assert (gns.grad_sq, gns.trace, gns.value) == pytest.approx((1.0, 100.0, 100.0))
+    assert math.isnan(NoiseScale().value)
+    gns.update(-5.0 + 100 / 32, 32, -5.0 + 100 / 64, 64)  # |G|² lost in the noise
+    assert gns.grad_sq < 0 and math.isnan(gns.value)
+
+
+@given(st.floats(1.0, 1e5), st.integers(1, 1 << 16))
+def test_the_steps_and_examples_tradeoff_is_a_hyperbola(noise: float, batch: int) -> None:
+    t = critical_tradeoff(noise, batch)
+    assert (t.steps_ratio - 1) * (t.examples_ratio - 1) == pytest.approx(1.0)
+    assert statistical_efficiency(noise, batch, batch) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- scaling rules
+
+_HP = st.builds(
+    Hyperparams,
+    batch_size=st.integers(1, 4096),
+    lr=st.floats(1e-6, 1.0),
+    optimizer=st.sampled_from(["sgd", "momentum", "adam", "adamw"]),
+    beta1=st.floats(0.01, 0.99),  # β = 0 is the boundary the rule refuses to reach
+    beta2=st.floats(0.9, 0.9999),
+    eps=st.floats(1e-10, 1e-6),
+)
+
+
+@settings(max_examples=300)
+@given(_HP, st.floats(0.01, 100.0), st.sampled_from(["none", "linear", "sqrt", "adam_sde"]))
+def test_scaling_by_kappa_then_its_inverse_round_trips(hp, kappa: float, rule: str) -> None:
+    if rule == "adam_sde" and hp.optimizer in ("adam", "adamw"):
+        kappa = min(kappa, 0.99 / (1 - hp.beta1), 0.99 / (1 - hp.beta2))
+    back = scale_hparams(scale_hparams(hp, kappa, rule), 1 / kappa, rule)
+    for name in ("lr", "beta1", "beta2", "eps"):
+        assert getattr(back, name) == pytest.approx(getattr(hp, name), rel=1e-6, abs=1e-9), name
+    assert back.batch_size == hp.batch_size and back.optimizer == hp.optimizer
+
+
+def test_the_sde_rule_moves_adam_s_betas_and_epsilon() -> None:
+    hp = scale_hparams(Hyperparams(lr=1e-3, optimizer="adamw", beta2=0.99), 4.0, "adam_sde")
+    assert (hp.lr, hp.beta1, hp.beta2, hp.eps) == pytest.approx((2e-3, 0.6, 0.96, 5e-9))
+    sgd = scale_hparams(Hyperparams(lr=0.1, optimizer="momentum"), 4.0, "adam_sde")
+    assert sgd.lr == pytest.approx(0.4)  # SGD's SDE rule is the linear one
+    with pytest.raises(ConfigError, match=r"κ = 10 must be below 1/\(1 − beta1\) = 10"):
+        scale_hparams(Hyperparams(optimizer="adam", beta1=0.9), 10.0, "adam_sde")
+
+
+def _space(**search_space):  # type: ignore[no-untyped-def]
+    return parse_study(
+        {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "search_space": search_space}
+    ).search_space
+
+
+def test_a_study_file_whose_batch_range_breaks_the_sde_rule_is_refused() -> None:
+    lr = {"low": 1e-4, "high": 1e-2, "scaling": "adam_sde", "reference_batch_size": 32}
+    with pytest.raises(ConfigError, match=r"κ = batch_size.high / lr.reference_batch_size = "
+                       r"1024/32 = 32 must be below 1/\(1 − beta1\) = 10"):  # fmt: skip
+        _space(batch_size={"low": 16, "high": 1024}, lr=lr, optimizer=["adam"])
+    _space(batch_size={"low": 16, "high": 1024}, lr=lr, optimizer=["sgd"])  # linear: no limit
+    ok = _space(batch_size={"low": 16, "high": 256}, lr=lr, optimizer=["adam"])
+    sampled = suggest(FixedTrial({"batch_size": 128, "base_lr": 1e-3}), ok)
+    assert sampled.base_lr == 1e-3 and sampled.lr == pytest.approx(2e-3)
+    assert sampled.hparams.beta1 == pytest.approx(0.6) and sampled.hparams.eps == 5e-9
+
+
+@given(st.integers(1, 500), st.floats(1e-5, 10.0))
+def test_warmup_reaches_the_target_rate_exactly_at_the_configured_step(
+    steps: int, lr: float
+) -> None:
+    rates = [lr * warmup_factor(i, steps) for i in range(steps + 3)]
+    assert rates[steps - 1] == lr and rates[steps:] == [lr] * 3
+    assert all(a < b for a, b in itertools.pairwise(rates[:steps]))
+
+
+# --------------------------------------------------------------------------- growing batch
+
+
+@given(
+    st.integers(1, 512), st.integers(1, 4), st.integers(2, 4), st.integers(1, 8192),
+    st.integers(0, 40),
+)  # fmt: skip
+def test_rate_over_batch_follows_the_step_decay_it_replaces(
+    b0: int, every: int, factor: int, cap: int, epoch: int
+) -> None:
+    grow = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="grow_batch", max_batch_size=cap,
+                       grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
+    decay = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="decay_lr",
+                        grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
+    batch, lr_factor = schedule_at(grow, epoch)
+    same_batch, decayed = schedule_at(decay, epoch)
+    assert same_batch == b0 and decayed == pytest.approx(factor ** -(epoch // every))
+    assert lr_factor / batch == pytest.approx(decayed / b0)  # at every epoch, cap or not
+    if b0 * factor ** (epoch // every) <= cap:  # before the cap: the batch grows, the rate holds
+        assert batch == b0 * factor ** (epoch // every) and lr_factor == 1.0
+
+
+def test_growing_batch_in_training_at_every_step(digits) -> None:
+    hp = Hyperparams(batch_size=32, lr=0.05, optimizer="momentum", batch_schedule="grow_batch",
+                     grow_every_epochs=1, schedule_factor=2, max_batch_size=128)  # fmt: skip
+    seen: list[int] = []
+    rates: list[float] = []
+
+    def record(opt: torch.optim.Optimizer, args, kwargs) -> None:  # type: ignore[no-untyped-def]
+        rates.append(opt.param_groups[0]["lr"])
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            seen.append(len(y))
+        return F.cross_entropy(out, y)
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        result = train(RunSpec(digits, MLP, hp, epochs=5, device="cpu", loss=loss,
+                               noise_scale_every=0))  # fmt: skip
+    finally:
+        handle.remove()
+    n = len(digits.train)
+    expected = [(32, 1.0), (64, 1.0), (128, 1.0), (128, 0.5), (128, 0.25)]
+    assert [(e.batch_size, e.lr / 0.05) for e in result.epochs] == expected
+    assert [e.steps for e in result.epochs] == [math.ceil(n / b) for b, _ in expected]
+    steps = [(b, f) for b, f in expected for _ in range(math.ceil(n / b))]
+    # the batches: full ones of the epoch's size and the epoch's remainder last
+    lengths = [min(b, n - i * b) for b, _ in expected for i in range(math.ceil(n / b))]
+    assert seen == lengths
+    # rate / batch size at every step is a step decay's: 0.05/32 halved each epoch
+    assert len(rates) == len(steps)
+    decay = [
+        0.05 / 32 * 0.5**e for e, (b, _) in enumerate(expected) for _ in range(math.ceil(n / b))
+    ]
+    assert [r / b for r, (b, _) in zip(rates, steps, strict=True)] == pytest.approx(decay)
+    assert result.val_accuracy > 0.85
+
+
+def test_the_schedule_is_a_search_dimension() -> None:
+    space = _space(batch_size={"low": 16, "high": 64},
+                   batch_schedule={"mode": ["grow_batch", "decay_lr", "none"], "factor": [2, 4],
+                                   "grow_every_epochs": 2, "max_batch_size": 512})  # fmt: skip
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    modes = set()
+    for _ in range(20):
+        trial = study.ask()
+        hp = suggest(trial, space).hparams
+        modes.add(hp.batch_schedule)
+        if hp.batch_schedule == "none":
+            assert "schedule_factor" not in trial.params
+        else:
+            assert hp.schedule_factor in (2, 4) and hp.max_batch_size == 512
+        study.tell(trial, 0.0)
+    assert modes == {"grow_batch", "decay_lr", "none"}
+    with pytest.raises(ConfigError, match=r"batch_schedule\.max_batch_size: required key"):
+        _space(batch_schedule={"mode": "grow_batch"})
+    with pytest.raises(
+        ConfigError, match=r"search_space.batch_schedule.factor: expected a value >= 2, got 1"
+    ):
+        _space(batch_schedule={"factor": 1, "max_batch_size": 64})
