@@ -5,7 +5,7 @@ Adam, per batch size: runs of ``--epochs`` epochs with ``noise_scale_every`` = 0
 alternate for ``--rounds`` rounds (a slow spell on a shared machine hits both); each side's
 figure is the median over rounds of the training time of epochs 2..N (epoch 1 warms up).
 
-    python bench/bench_noise.py                       # every 8th step (the default), CPU
+    python bench/bench_noise.py                       # every 16th step (the default), CPU
     python bench/bench_noise.py --every 4 --device cuda
 """
 
@@ -25,7 +25,7 @@ from bstune._optim import Hyperparams
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-sizes", default="32,128,512,2048")
-    ap.add_argument("--every", type=int, default=8)
+    ap.add_argument("--every", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu")

@@ -39,12 +39,19 @@ if TYPE_CHECKING:
     from bstune._idx import DataFileError, read_idx
     from bstune._measure import LiveTensorMemory, Measure
     from bstune._models import ModelError, build_model
+    from bstune._noise import (
+        NoiseScale,
+        critical_tradeoff,
+        squared_grad_norm,
+        statistical_efficiency,
+    )
     from bstune._objective import Objective
-    from bstune._optim import Hyperparams, make_optimizer
+    from bstune._optim import Hyperparams, make_optimizer, schedule_at
     from bstune._probe import ProbeResult, ProbeRow, probe, write_narrowed
     from bstune._pruning import KeepFront, report
     from bstune._report import Constraints, Report, build_report
-    from bstune._space import Sampled, suggest
+    from bstune._science import NoiseReport, noise_report, read_probe_throughput
+    from bstune._space import Sampled, scale_hparams, suggest
 
 _EXPORTS = {
     "ConfigError": "_config",
@@ -71,6 +78,15 @@ _EXPORTS = {
     "build_model": "_models",
     "Hyperparams": "_optim",
     "make_optimizer": "_optim",
+    "schedule_at": "_optim",
+    "NoiseScale": "_noise",
+    "critical_tradeoff": "_noise",
+    "squared_grad_norm": "_noise",
+    "statistical_efficiency": "_noise",
+    "NoiseReport": "_science",
+    "noise_report": "_science",
+    "read_probe_throughput": "_science",
+    "scale_hparams": "_space",
     "ProbeResult": "_probe",
     "ProbeRow": "_probe",
     "probe": "_probe",
@@ -95,6 +111,8 @@ __all__ = [
     "LiveTensorMemory",
     "Measure",
     "ModelError",
+    "NoiseReport",
+    "NoiseScale",
     "Objective",
     "ProbeResult",
     "ProbeRow",
@@ -109,15 +127,22 @@ __all__ = [
     "__version__",
     "build_model",
     "build_report",
+    "critical_tradeoff",
     "load_dataset",
     "load_study",
     "make_optimizer",
     "measure_steps",
+    "noise_report",
     "parse_study",
     "probe",
     "read_idx",
+    "read_probe_throughput",
     "report",
     "resolve_device",
+    "scale_hparams",
+    "schedule_at",
+    "squared_grad_norm",
+    "statistical_efficiency",
     "suggest",
     "train",
     "write_narrowed",

@@ -180,7 +180,7 @@ class TrainingConfig(_Config):
     seed: int = 0
     drop_last: bool = False
     eval_batch_size: _PosInt = 4096
-    noise_scale_every: _NonNegInt = 8
+    noise_scale_every: _NonNegInt = 16
     """Estimate the gradient noise scale on every this-many-th step (0: never)."""
 
     @field_validator("device")

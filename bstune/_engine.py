@@ -59,7 +59,7 @@ class RunSpec:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     """``(outputs, targets) -> mean loss``; None: cross-entropy (with the trial's label
     smoothing while training). Accuracy is measured only for integer class targets."""
-    noise_scale_every: int = 8
+    noise_scale_every: int = 16
     """Estimate the gradient noise scale on every this-many-th step (0: never): that step's
     batch is backpropagated in two halves (see :mod:`bstune._noise`)."""
 

@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bstune._metrics import ATTR, DIRECTIONS, UNITS
 from bstune._pareto import hypervolume, knee, non_dominated
+from bstune._science import NoiseReport, noise_report
 
 __all__ = [
     "BatchSizeRow",
@@ -68,6 +69,8 @@ class TrialRow:
     train_time_s: float | None
     peak_memory_mb: float | None
     curve: list[float] = field(default_factory=list)  # validation loss per epoch
+    noise_scale: float | None = None  # B_simple at the end of training
+    samples_per_s: float | None = None  # measured training throughput
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class Report:
     knee: Recommendation | None
     constrained: Recommendation | None
     importances: dict[str, float] | None  # single-objective studies
+    noise: NoiseReport | None = None  # what the gradient noise scale says (bstune._science)
 
     @property
     def multi_objective(self) -> bool:
@@ -153,8 +157,11 @@ def build_report(
     constraints: Constraints | None = None,
     reference: Mapping[str, float] | None = None,
     history_points: int = 100,
+    probe_throughput: Mapping[int, float] | None = None,
 ) -> Report:
-    """The report of ``study`` (one read of its trials)."""
+    """The report of ``study`` (one read of its trials). ``probe_throughput`` (samples/s per
+    batch size, e.g. from :func:`bstune._science.read_probe_throughput`) is what goodput is
+    computed from; without it, the trials' own measured throughput."""
     objectives = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
     frozen = study.get_trials(deepcopy=False)
@@ -193,6 +200,7 @@ def build_report(
         knee=knee_rec,
         constrained=constrained,
         importances=importances,
+        noise=noise_report(rows, front, probe_throughput),
     )
 
 
@@ -238,7 +246,13 @@ def _row(t: FrozenTrial, objectives: Sequence[str]) -> TrialRow:
         train_time_s=pick("train_time_s", "train_time"),
         peak_memory_mb=pick("peak_memory_mb", "peak_memory"),
         curve=list(metrics.get("curves", {}).get("val_loss", [])),
+        noise_scale=_number(metrics.get("noise_scale")),
+        samples_per_s=_number(metrics.get("samples_per_s")),
     )
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def _loss(row: TrialRow, objectives: Sequence[str], directions: Sequence[str]) -> list[float]:
@@ -427,4 +441,6 @@ def _jsonable(report: Report) -> dict[str, Any]:
     data.pop("trials")
     for row in data["front"]:
         row.pop("curve")
+        row.pop("noise_scale")
+        row.pop("samples_per_s")
     return data

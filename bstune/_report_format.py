@@ -81,6 +81,17 @@ def _batch_table(rows: Sequence[BatchSizeRow]) -> tuple[list[str], list[list[Any
     return headers, body
 
 
+def _noise_table(report: Report) -> tuple[list[str], list[list[Any]]]:
+    assert report.noise is not None
+    headers = ["batch size", "S/S_min", "E/E_min", "efficiency", "throughput (samples/s)",
+               "goodput"]  # fmt: skip
+    body: list[list[Any]] = []
+    for r in report.noise.rows:
+        rates = [None if v is None else round(v) for v in (r.throughput, r.goodput)]
+        body.append([r.batch_size, r.steps_ratio, r.examples_ratio, r.efficiency, *rates])
+    return headers, body
+
+
 def tables(report: Report) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """Every table of the report, by file stem: front, batch_sizes, hypervolume, trials."""
     out = {
@@ -88,6 +99,8 @@ def tables(report: Report) -> dict[str, tuple[list[str], list[list[Any]]]]:
         "batch_sizes": _batch_table(report.batch_sizes),
         "trials": _trial_table(report, report.trials, with_state=True),
     }
+    if report.noise is not None:
+        out["noise_scale"] = _noise_table(report)
     if report.multi_objective:
         out["hypervolume"] = (
             ["trials", "hypervolume"],
@@ -164,6 +177,10 @@ def render(report: Report, fmt: Format) -> str:
         out.append(_recommendation("best", Recommendation(best, True, "the best value")))
     if report.constrained is not None:
         out.append(_recommendation("with constraints", report.constrained))
+    if report.noise is not None:
+        out += ["", f"{h}Batch size and the gradient noise scale", ""]
+        out.append(text_table(*_noise_table(report), md))
+        out += ["", *report.noise.reasoning]
     if report.importances:
         out += ["", f"{h}Parameter importances (fANOVA)", ""]
         body = [[k, v] for k, v in report.importances.items()]

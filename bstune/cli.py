@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hypervolume reference values, e.g. train_time=60,peak_memory=512 "
         "(default 1.1 × the largest value seen); give the same to compare studies",
     )
+    p.add_argument(
+        "--probe",
+        metavar="PROBE.json",
+        help="throughput per batch size from `bstune probe --format json`, for the goodput "
+        "recommendation (default: the trials' own measured throughput)",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
@@ -455,6 +461,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bstune._config import ConfigError
     from bstune._report import Constraints, build_report
     from bstune._report_format import render, write_tables
+    from bstune._science import read_probe_throughput
 
     cfg, _, study = _stored_study(args)
     unknown = sorted(set(args.reference) - set(cfg.objectives))
@@ -464,7 +471,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
             f"(objectives: {', '.join(cfg.objectives)})"
         )
     limits = Constraints(args.max_memory_mb, args.max_time_s, args.min_accuracy)
-    report = build_report(study, constraints=limits or None, reference=args.reference)
+    throughput = read_probe_throughput(args.probe) if args.probe else None
+    report = build_report(
+        study, constraints=limits or None, reference=args.reference, probe_throughput=throughput
+    )
     sys.stdout.write(render(report, args.format))
     if args.out:
         from bstune._plots import write_plots

@@ -15,10 +15,11 @@ from optuna.trial import FixedTrial
 from torch.nn import functional as F  # noqa: N812
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from bstune import ConfigError, Hyperparams, RunSpec, load_dataset, train
+from bstune import ConfigError, Hyperparams, RunSpec, build_report, load_dataset, train
 from bstune._config import DatasetConfig, ModelConfig, parse_study
 from bstune._noise import NoiseScale, critical_tradeoff, statistical_efficiency
 from bstune._optim import schedule_at, warmup_factor
+from bstune._science import read_probe_throughput
 from bstune._space import scale_hparams, suggest
 from bstune._user_data import as_dataset
 
@@ -237,3 +238,57 @@ def test_the_schedule_is_a_search_dimension() -> None:
         ConfigError, match=r"search_space.batch_schedule.factor: expected a value >= 2, got 1"
     ):
         _space(batch_schedule={"factor": 1, "max_batch_size": 64})
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_the_report_sets_the_noise_scale_beside_the_front(write_study, tmp_path) -> None:
+    from test_cli import bstune as cli
+
+    study = write_study(
+        objectives=["val_accuracy", "train_time"],
+        training={"epochs": 3, "device": "cpu", "noise_scale_every": 4},
+        search_space={"batch_size": {"low": 16, "high": 256},
+                      "lr": {"low": 0.01, "high": 0.2, "scaling": "linear",
+                             "reference_batch_size": 64},
+                      "optimizer": "momentum"},
+        sampler={"name": "random", "seed": 0}, pruner={"name": "none"},
+    )  # fmt: skip
+    assert cli("optimize", study, "--n-trials", "6", "--no-progress").returncode == 0
+    probe = cli("probe", study, "--format", "json", "--steps", "3")
+    assert probe.returncode == 0, probe.stderr
+    (tmp_path / "probe.json").write_text(probe.stdout)
+
+    stored = optuna.load_study(study_name="study", storage=f"sqlite:///{tmp_path}/study.db")
+    report = build_report(stored, probe_throughput=read_probe_throughput(tmp_path / "probe.json"))
+    noise = report.noise
+    assert noise is not None and noise.trials == 6 and noise.throughput_source == "probe"
+    finals = sorted(t.noise_scale for t in report.trials if t.noise_scale is not None)
+    assert len(finals) == 6 and noise.low <= noise.noise_scale <= noise.high
+    assert [r.batch_size for r in noise.rows] == [16, 32, 64, 128, 256]
+    for r in noise.rows:  # the model's trade-off, and efficiency relative to the smallest size
+        assert r.steps_ratio == pytest.approx(1 + noise.noise_scale / r.batch_size)
+        assert r.efficiency == pytest.approx(
+            (noise.noise_scale + 16) / (noise.noise_scale + r.batch_size)
+        )
+        assert r.goodput == pytest.approx(r.throughput * r.efficiency)
+    assert noise.best_goodput == max(noise.rows, key=lambda r: r.goodput).batch_size
+    assert f"Recommended batch size {noise.best_goodput}" in " ".join(noise.reasoning)
+
+    text = cli("report", study, "--probe", tmp_path / "probe.json")
+    assert text.returncode == 0, text.stderr
+    assert "Batch size and the gradient noise scale" in text.stdout
+    assert f"Recommended batch size {noise.best_goodput}: the highest goodput" in text.stdout
+    plain = cli("report", study)  # goodput from the trials' own throughput
+    assert "from the trials' measured throughput" in plain.stdout
+
+    for content, message in [
+        ("not json", "expected the JSON that `bstune probe --format json` writes"),
+        ('{"rows": [{"batch_size": 16, "fits": false}]}', "no batch size that fits"),
+    ]:
+        (tmp_path / "bad.json").write_text(content)
+        bad = cli("report", study, "--probe", tmp_path / "bad.json")
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    missing = cli("report", study, "--probe", tmp_path / "none.json")
+    assert missing.returncode == 2 and "none.json: no such file" in missing.stderr

@@ -1,0 +1,223 @@
+"""What the measured gradient noise scale says about a study's batch sizes.
+
+From B_noise (the trials' B_simple at the end of training, :mod:`bstune._noise`), per batch size
+B: the steps and examples McCandlish et al.'s model predicts relative to their minima
+(S/S_min = 1 + B_noise/B, E/E_min = 1 + B/B_noise), the statistical efficiency of an example at
+B relative to one at the smallest batch size (Pollux), and — with a measured throughput, from
+``bstune probe --format json`` or else from the trials themselves — goodput = throughput ×
+efficiency. The batch size of highest goodput is the recommendation; its reasoning is printed
+with it, and set beside the study's own Pareto front.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bstune._config import ConfigError
+from bstune._noise import critical_tradeoff, statistical_efficiency
+
+__all__ = ["BatchSizeAdvice", "NoiseReport", "noise_report", "read_probe_throughput"]
+
+
+class _Trial(Protocol):  # a report's TrialRow
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def batch_size(self) -> int | None: ...
+    @property
+    def val_accuracy(self) -> float | None: ...
+    @property
+    def noise_scale(self) -> float | None: ...
+    @property
+    def samples_per_s(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class BatchSizeAdvice:
+    """One batch size as the noise scale sees it. ``efficiency`` is relative to the smallest
+    batch size of the table; ``goodput`` = ``throughput`` × ``efficiency`` (samples/s worth of
+    progress at the smallest batch size), None without a measured throughput."""
+
+    batch_size: int
+    steps_ratio: float
+    examples_ratio: float
+    efficiency: float
+    throughput: float | None
+    goodput: float | None
+
+
+@dataclass(frozen=True)
+class NoiseReport:
+    """B_noise across a study's complete trials, and what it predicts per batch size."""
+
+    noise_scale: float  # the median of the complete trials' final B_simple
+    low: float  # their 25th and 75th percentiles
+    high: float
+    trials: int
+    throughput_source: str  # "probe", "trials" or "none"
+    rows: list[BatchSizeAdvice]
+    best_goodput: int | None  # the batch size of the highest goodput
+    reasoning: list[str]
+
+
+def noise_report(
+    trials: Sequence[_Trial],
+    front: Sequence[_Trial],
+    probe_throughput: Mapping[int, float] | None = None,
+) -> NoiseReport | None:
+    """The noise-scale section of a report; None when no complete trial has an estimate."""
+    done = [t for t in trials if t.state == "complete"]
+    scales = sorted(
+        t.noise_scale for t in done if t.noise_scale is not None and math.isfinite(t.noise_scale)
+    )
+    if not scales:
+        return None
+    b_noise = statistics.median(scales)
+    if len(scales) >= 2:
+        low, _, high = statistics.quantiles(scales, n=4, method="inclusive")
+    else:
+        low = high = scales[0]
+
+    if probe_throughput:
+        throughput, source = dict(probe_throughput), "probe"
+    else:
+        measured: dict[int, list[float]] = {}
+        for t in done:
+            if t.batch_size is not None and t.samples_per_s:
+                measured.setdefault(t.batch_size, []).append(t.samples_per_s)
+        throughput = {b: statistics.median(v) for b, v in measured.items()}
+        source = "trials" if throughput else "none"
+    sizes = sorted({t.batch_size for t in trials if t.batch_size is not None} | set(throughput))
+    if not sizes:
+        return None
+    smallest = sizes[0]
+    rows = []
+    for b in sizes:
+        trade = critical_tradeoff(b_noise, b)
+        eff = statistical_efficiency(b_noise, b, smallest)
+        thr = throughput.get(b)
+        rows.append(BatchSizeAdvice(b, trade.steps_ratio, trade.examples_ratio, eff, thr,
+                                    None if thr is None else thr * eff))  # fmt: skip
+    scored = [r for r in rows if r.goodput is not None]
+    best = max(scored, key=lambda r: r.goodput or 0.0) if scored else None
+    reasoning = _reasoning(b_noise, low, high, len(scales), rows, best, source, done, front)
+    return NoiseReport(b_noise, low, high, len(scales), source, rows,
+                       best.batch_size if best else None, reasoning)  # fmt: skip
+
+
+def _reasoning(
+    b_noise: float,
+    low: float,
+    high: float,
+    n: int,
+    rows: Sequence[BatchSizeAdvice],
+    best: BatchSizeAdvice | None,
+    source: str,
+    done: Sequence[_Trial],
+    front: Sequence[_Trial],
+) -> list[str]:
+    spread = f"; middle half {low:.0f}–{high:.0f}" if n >= 2 else ""
+    out = [
+        f"Gradient noise scale B_noise ≈ {b_noise:.0f} (median of {n} complete trials' "
+        f"estimate at the end of training{spread}). Below it, doubling the batch nearly halves "
+        f"the steps to a given loss; above it the steps barely fall and the examples needed "
+        f"grow: S/S_min = 1 + B_noise/B, E/E_min = 1 + B/B_noise (McCandlish et al. 2018)."
+    ]
+    top = rows[-1]
+    out.append(
+        f"At the largest batch size, {top.batch_size}: {top.steps_ratio:.2f}× the fewest "
+        f"steps, {top.examples_ratio:.2f}× the fewest examples; an example there is worth "
+        f"{top.efficiency:.2f} of one at {rows[0].batch_size}."
+    )
+    if best is not None:
+        assert best.throughput is not None and best.goodput is not None
+        what = "bstune probe" if source == "probe" else "the trials' measured throughput"
+        alternatives = sorted(
+            (r for r in rows if r.goodput is not None), key=lambda r: -(r.goodput or 0.0)
+        )[1:3]
+        others = "; ".join(
+            f"{r.batch_size}: {r.throughput:,.0f} × {r.efficiency:.2f} = {r.goodput:,.0f}"
+            for r in alternatives
+        )
+        out.append(
+            f"Recommended batch size {best.batch_size}: the highest goodput (throughput × "
+            f"efficiency, from {what}): {best.throughput:,.0f} samples/s × "
+            f"{best.efficiency:.2f} = {best.goodput:,.0f}"
+            + (f" (next: {others})" if others else "")
+            + "."
+        )
+    else:
+        out.append("No throughput measured: run `bstune probe --format json` and pass --probe.")
+    out += _agreement(b_noise, done, front)
+    return out
+
+
+def _agreement(b_noise: float, done: Sequence[_Trial], front: Sequence[_Trial]) -> list[str]:
+    """Whether the study's best trials sit where the noise scale says batches are useful."""
+    scored = [t for t in done if t.val_accuracy is not None and t.batch_size is not None]
+    if not scored:
+        return []
+    top = max(scored, key=lambda t: t.val_accuracy or 0.0)
+    assert top.batch_size is not None
+    side = "at or below" if top.batch_size <= b_noise else "above"
+    out = [
+        f"The most accurate trial ({top.number}, accuracy {top.val_accuracy:.4g}) used batch "
+        f"size {top.batch_size}, {side} B_noise"
+        + (
+            ": the search agrees with the noise scale."
+            if top.batch_size <= 2 * b_noise
+            else ": above 2 × B_noise examples are worth less than a third — check that "
+            "its learning rate is not what sets it apart."
+        )
+    ]
+    sizes = [t.batch_size for t in front if t.batch_size is not None]
+    if sizes:
+        below = sum(b <= b_noise for b in sizes)
+        out.append(
+            f"Pareto front: {below} of {len(sizes)} trials at batch sizes ≤ B_noise "
+            f"({min(sizes)}–{max(sizes)}); those above it buy training time or memory with "
+            f"examples."
+        )
+    return out
+
+
+def read_probe_throughput(path: str | Path) -> dict[int, float]:
+    """Throughput per batch size from ``bstune probe --format json`` output (the sizes that fit).
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or not a probe's output.
+    """
+    path = Path(path)
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--probe {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(
+            f"--probe {path}: expected the JSON that `bstune probe --format json` writes "
+            f"({e.__class__.__name__})"
+        ) from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise ConfigError(
+            f"--probe {path}: expected the JSON that `bstune probe --format json` writes, "
+            f"with a list of rows"
+        )
+    out = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("batch_size"), int):
+            raise ConfigError(f"--probe {path}: a row without an integer batch_size: {row!r}")
+        thr = row.get("samples_per_s")
+        if row.get("fits") and isinstance(thr, (int, float)) and thr > 0:
+            out[row["batch_size"]] = float(thr)
+    if not out:
+        raise ConfigError(f"--probe {path}: no batch size that fits has a measured throughput")
+    return out
