@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -601,6 +602,7 @@ def _print_result(hp: Any, r: Any) -> None:
         ("eval_time_s", f"{r.eval_time_s:.3f}"),
         ("samples_per_s", f"{r.samples_per_s:,.0f}"),
         ("peak_memory_mb", f"{r.peak_memory_mb:.2f} ({r.memory_method})"),
+        ("noise_scale", "-" if math.isnan(r.noise_scale) else f"{r.noise_scale:.0f} (B_simple)"),
         ("epochs", len(r.epochs)),
         ("steps", r.steps),
         ("device", r.device),
