@@ -27,6 +27,7 @@ __all__ = [
     "FLOAT_PARAMS",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "SCHEDULES",
     "BatchScheduleSpace",
     "BatchSizeRange",
     "BudgetConfig",
@@ -48,6 +49,7 @@ __all__ = [
 
 OBJECTIVES = ("val_accuracy", "val_loss", "train_time", "peak_memory", "throughput")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+SCHEDULES = ("none", "grow_batch", "decay_lr")
 DATASETS = ("mnist", "fashion_mnist", "digits", "synthetic")
 BUILTIN_MODELS = ("mlp", "cnn")
 # The search space's float parameters: each a range, or one number that pins it.

@@ -331,13 +331,14 @@ class _Stepper:
             second = self.loss(self.model(xb[h:]), yb[h:])
         self.scaler.scale(second * ((b - h) / b)).backward()
         big = squared_grad_norm(self.params)
+        loss = (first.detach() * h + second.detach() * (b - h)) / b
         if self.scaler.is_enabled():  # fp16: gradients are scaled, and may have overflowed
             unscale = self.scaler.get_scale() ** -2
             small, big = small * unscale, big * unscale
             if not bool(torch.isfinite(small) & torch.isfinite(big)):
-                return (first.detach() * h + second.detach() * (b - h)) / b
+                return loss
         self.noise.update(small, h, big, b)
-        return (first.detach() * h + second.detach() * (b - h)) / b
+        return loss
 
 
 @dataclass(frozen=True)

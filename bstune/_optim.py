@@ -9,11 +9,9 @@ from typing import Any
 
 import torch
 
-from bstune._config import FLOAT_PARAMS, OPTIMIZERS, ConfigError, SearchSpaceConfig
+from bstune._config import FLOAT_PARAMS, OPTIMIZERS, SCHEDULES, ConfigError, SearchSpaceConfig
 
-__all__ = ["SCHEDULES", "Hyperparams", "make_optimizer", "schedule_at", "warmup_factor"]
-
-SCHEDULES = ("none", "grow_batch", "decay_lr")
+__all__ = ["Hyperparams", "make_optimizer", "schedule_at", "warmup_factor"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +86,14 @@ class Hyperparams:
             rng = getattr(space, name)
             if rng is not None and rng.low == rng.high:
                 pinned[name] = rng.low
+        schedule = space.batch_schedule  # one mode and one factor: a pinned schedule
+        if schedule and len(schedule.mode) == len(schedule.factor) == 1:
+            pinned.update(
+                batch_schedule=schedule.mode[0],
+                grow_every_epochs=schedule.grow_every_epochs,
+                schedule_factor=schedule.factor[0],
+                max_batch_size=schedule.max_batch_size,
+            )
         return cls(**pinned)
 
     def with_params(self, params: dict[str, str]) -> Hyperparams:

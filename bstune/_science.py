@@ -17,27 +17,15 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from bstune._config import ConfigError
 from bstune._noise import critical_tradeoff, statistical_efficiency
 
+if TYPE_CHECKING:
+    from bstune._report import TrialRow
+
 __all__ = ["BatchSizeAdvice", "NoiseReport", "noise_report", "read_probe_throughput"]
-
-
-class _Trial(Protocol):  # a report's TrialRow
-    @property
-    def number(self) -> int: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def batch_size(self) -> int | None: ...
-    @property
-    def val_accuracy(self) -> float | None: ...
-    @property
-    def noise_scale(self) -> float | None: ...
-    @property
-    def samples_per_s(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -69,8 +57,8 @@ class NoiseReport:
 
 
 def noise_report(
-    trials: Sequence[_Trial],
-    front: Sequence[_Trial],
+    trials: Sequence[TrialRow],
+    front: Sequence[TrialRow],
     probe_throughput: Mapping[int, float] | None = None,
 ) -> NoiseReport | None:
     """The noise-scale section of a report; None when no complete trial has an estimate."""
@@ -121,8 +109,8 @@ def _reasoning(
     rows: Sequence[BatchSizeAdvice],
     best: BatchSizeAdvice | None,
     source: str,
-    done: Sequence[_Trial],
-    front: Sequence[_Trial],
+    done: Sequence[TrialRow],
+    front: Sequence[TrialRow],
 ) -> list[str]:
     spread = f"; middle half {low:.0f}–{high:.0f}" if n >= 2 else ""
     out = [
@@ -160,7 +148,7 @@ def _reasoning(
     return out
 
 
-def _agreement(b_noise: float, done: Sequence[_Trial], front: Sequence[_Trial]) -> list[str]:
+def _agreement(b_noise: float, done: Sequence[TrialRow], front: Sequence[TrialRow]) -> list[str]:
     """Whether the study's best trials sit where the noise scale says batches are useful."""
     scored = [t for t in done if t.val_accuracy is not None and t.batch_size is not None]
     if not scored:

@@ -24,7 +24,6 @@ __all__ = [
     "grid_space",
     "lr_param_name",
     "scale_hparams",
-    "scaled_lr",
     "suggest",
 ]
 
@@ -34,22 +33,6 @@ _CONDITIONAL = {
     "beta1": ("adam", "adamw"),
     "beta2": ("adam", "adamw"),
 }
-
-
-def scaled_lr(base_lr: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
-    """The learning rate at ``batch_size`` under a scaling rule, from the rate at the reference.
-
-    >>> scaled_lr(0.1, 512, "linear", 128)
-    0.4
-    >>> scaled_lr(0.1, 512, "sqrt", 128)
-    0.2
-    """
-    ratio = batch_size / reference_batch_size
-    if rule == "linear":
-        return base_lr * ratio
-    if rule == "sqrt":
-        return base_lr * math.sqrt(ratio)
-    return base_lr
 
 
 _ADAM = ("adam", "adamw")

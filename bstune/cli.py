@@ -464,6 +464,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bstune._report_format import render, write_tables
     from bstune._science import read_probe_throughput
 
+    throughput = read_probe_throughput(args.probe) if args.probe else None  # before the storage
     cfg, _, study = _stored_study(args)
     unknown = sorted(set(args.reference) - set(cfg.objectives))
     if unknown:
@@ -472,7 +473,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
             f"(objectives: {', '.join(cfg.objectives)})"
         )
     limits = Constraints(args.max_memory_mb, args.max_time_s, args.min_accuracy)
-    throughput = read_probe_throughput(args.probe) if args.probe else None
     report = build_report(
         study, constraints=limits or None, reference=args.reference, probe_throughput=throughput
     )

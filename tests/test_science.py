@@ -20,7 +20,7 @@ from bstune._config import DatasetConfig, ModelConfig, parse_study
 from bstune._noise import NoiseScale, critical_tradeoff, statistical_efficiency
 from bstune._optim import schedule_at, warmup_factor
 from bstune._science import read_probe_throughput
-from bstune._space import scale_hparams, suggest
+from bstune._space import fixed_hparams, scale_hparams, suggest
 from bstune._user_data import as_dataset
 
 MLP = ModelConfig(name="mlp", hidden=[32])
@@ -292,3 +292,14 @@ def test_the_report_sets_the_noise_scale_beside_the_front(write_study, tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     missing = cli("report", study, "--probe", tmp_path / "none.json")
     assert missing.returncode == 2 and "none.json: no such file" in missing.stderr
+
+
+def test_a_pinned_schedule_applies_without_a_trial() -> None:
+    # `bstune train` trains what the space pins: one mode and one factor are a fixed schedule
+    space = _space(batch_size=32, batch_schedule={"grow_every_epochs": 2, "max_batch_size": 128})
+    hp = fixed_hparams(space, {})
+    assert (hp.batch_schedule, hp.grow_every_epochs, hp.schedule_factor, hp.max_batch_size) == (
+        "grow_batch", 2, 2, 128,
+    )  # fmt: skip
+    searched = _space(batch_schedule={"mode": ["grow_batch", "none"], "max_batch_size": 64})
+    assert fixed_hparams(searched, {}).batch_schedule == "none"  # a searched mode: not pinned

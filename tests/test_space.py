@@ -10,7 +10,8 @@ from optuna.trial import FixedTrial
 
 from bstune import ConfigError
 from bstune._config import parse_study
-from bstune._space import fixed_hparams, grid_space, scaled_lr, suggest
+from bstune._optim import Hyperparams
+from bstune._space import fixed_hparams, grid_space, scale_hparams, suggest
 
 
 def space(**search_space):
@@ -30,7 +31,8 @@ def space(**search_space):
     ],
 )
 def test_scaling_rules(rule: str, batch: int, expected: float) -> None:
-    assert scaled_lr(0.1, batch, rule, 128) == pytest.approx(expected)
+    hp = Hyperparams(batch_size=batch, lr=0.1, optimizer="sgd")
+    assert scale_hparams(hp, batch / 128, rule).lr == pytest.approx(expected)
 
 
 def test_sampled_base_lr_is_scaled_by_batch_size() -> None:
