@@ -32,9 +32,10 @@ def main() -> None:
     x, y = torch.randn(4096, 8), torch.randint(0, 2, (4096,))
     data = as_dataset((x, y), (x[:256], y[:256]))
     extra = {} if args.noise_every is None else {"noise_scale_every": args.noise_every}
+    nn = torch.nn
     spec = RunSpec(
         data,
-        lambda hp: torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+        lambda hp: nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)),
         Hyperparams(batch_size=8, lr=0.01, optimizer="sgd"),
         epochs=4, device="cpu", evaluate_test=False, **extra,
     )  # fmt: skip
