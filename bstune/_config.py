@@ -184,6 +184,26 @@ class TrainingConfig(_Config):
     eval_batch_size: _PosInt = 4096
     noise_scale_every: _NonNegInt = 16
     """Estimate the gradient noise scale on every this-many-th step (0: never)."""
+    threads: int | Literal["auto"] = "auto"
+    """CPU threads: ``auto`` chooses per run from the cores free and a calibration (see
+    :mod:`bstune._threads`); a number fixes it."""
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _thread_count(cls, v: Any) -> int | str:
+        from bstune._threads import available_cores
+
+        cores = available_cores()
+        if v == "auto":
+            return "auto"
+        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= cores:
+            return v
+        if isinstance(v, str) and v.strip().isdigit() and 1 <= int(v) <= cores:
+            return int(v)  # --threads on the command line
+        raise ValueError(
+            f"expected auto or a whole number of threads from 1 to {cores} (the cores this "
+            f"process may use), got {v!r}"
+        )
 
     @field_validator("device")
     @classmethod

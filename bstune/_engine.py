@@ -9,9 +9,12 @@ optional per-epoch callback sees each :class:`EpochStats` (and may raise to stop
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import statistics
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,14 @@ from bstune._measure import MB, Stopwatch, step_memory
 from bstune._models import build_model
 from bstune._noise import NoiseScale, squared_grad_norm
 from bstune._optim import Hyperparams, make_optimizer, schedule_at, warmup_factor
+from bstune._threads import (
+    CpuReading,
+    CpuUse,
+    ThreadPolicy,
+    calibrate,
+    disturbance,
+    sole_run,
+)
 
 __all__ = [
     "EpochStats",
@@ -62,6 +73,10 @@ class RunSpec:
     noise_scale_every: int = 16
     """Estimate the gradient noise scale on every this-many-th step (0: never): that step's
     batch is backpropagated in two halves (see :mod:`bstune._noise`)."""
+    threads: int | str = "auto"
+    """CPU threads: ``auto`` (see :mod:`bstune._threads`) or a fixed count."""
+    thread_choices: MutableMapping[str, int] | None = None
+    """Where ``auto`` remembers its calibrations (default: this process's memory)."""
 
     @classmethod
     def from_study(cls, cfg: StudyConfig, dataset: Dataset, hparams: Hyperparams) -> RunSpec:
@@ -69,7 +84,7 @@ class RunSpec:
         t = cfg.training
         return cls(
             dataset, cfg.model, hparams, t.epochs, t.device, t.precision, t.seed, t.drop_last,
-            t.eval_batch_size, noise_scale_every=t.noise_scale_every,
+            t.eval_batch_size, noise_scale_every=t.noise_scale_every, threads=t.threads,
         )  # fmt: skip
 
 
@@ -95,6 +110,8 @@ class EpochStats:
     lr: float
     batch_size: int = 0
     noise_scale: float = math.nan
+    threads: int = 0
+    """CPU threads at the epoch's end."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,18 @@ class TrainResult:
     diverged: str | None = None
     noise_scale: float = math.nan
     """The gradient noise scale B_simple at the end of training (NaN when not estimated)."""
+    threads: int = 0
+    """The CPU thread count in force longest while training."""
+    cpu_time_s: float = math.nan
+    """This process's CPU time while training (all its threads)."""
+    load_others: float | None = None
+    """Mean number of cores other processes kept busy while it trained (None: unknown)."""
+    load_avg: float | None = None
+    """The machine's 1-minute load average when training ended."""
+    disturbed: str | None = None
+    """Why the training time is not what this machine gives undisturbed, or None."""
+    calibration_s: float = 0.0
+    """Seconds spent choosing the thread count (before the clock; 0 when remembered)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "epochs"}
@@ -172,6 +201,25 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    with sole_run() as alone:
+        if not alone:  # another run in this process (threads): the thread count is shared
+            return _train(spec, device, amp_dtype, on_epoch, own_threads=False)
+        before = torch.get_num_threads()
+        try:
+            return _train(spec, device, amp_dtype, on_epoch, own_threads=True)
+        finally:
+            torch.set_num_threads(before)  # the caller's setting, as it was
+
+
+def _train(
+    spec: RunSpec,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    on_epoch: Callable[[EpochStats], None] | None,
+    own_threads: bool,
+) -> TrainResult:
+    hp, n = spec.hparams, len(spec.dataset.train)
+    cpu = device.type == "cpu"
     clock = Stopwatch(device)
     torch.manual_seed(spec.seed)  # model initialisation and dropout
     shuffle = torch.Generator().manual_seed(spec.seed)
@@ -183,25 +231,37 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
     model = _build(spec, data).to(device)
     warmup = round(hp.warmup_epochs * _steps_per_epoch(n, hp.batch_size, spec.drop_last))
     stepper = _Stepper(model, hp, amp_dtype, device, warmup, spec.loss, spec.noise_scale_every)
+    policy = ThreadPolicy(
+        spec.threads if cpu and own_threads else torch.get_num_threads(), torch.set_num_threads,
+        spec.thread_choices, sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
     curves: list[EpochStats] = []
     peak_bytes, train_time, diverged = 0, 0.0, None
+    calibration_s, use = 0.0, CpuUse(0.0, 0.0, 0.0, 0.0)
     batch, since_change = hp.batch_size, -1  # epochs at this batch size before this one
     for epoch in range(1, spec.epochs + 1):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        start = clock.now()
         new_batch, stepper.lr_scale = schedule_at(hp, epoch - 1)
+        if new_batch != batch or epoch == 1:
+            t0 = time.perf_counter()
+            calibrator = _calibrator(stepper, data.train, new_batch, spec.seed) if cpu else None
+            policy.choose(new_batch, calibrator)
+            calibration_s += time.perf_counter() - t0
         since_change = since_change + 1 if new_batch == batch else 0
         batch = new_batch
         measure_at = _measure_at(since_change + 1, n, batch)
+        reading = CpuReading.now()
+        start = clock.now()
         if isinstance(data.train, StreamSplit):
             batches = data.train.batches(batch, device, shuffle, spec.drop_last)
         else:
             perm = torch.randperm(n, generator=shuffle).to(device)
             steps = _steps_per_epoch(n, batch, spec.drop_last)
             batches = _tensor_batches(data.train, perm, batch, steps)
-        out = _train_epoch(stepper, batches, measure_at, device)
+        out = _train_epoch(stepper, batches, measure_at, device, policy, batch)
         train_time = clock.now() - start
+        use = use + CpuUse.between(reading, CpuReading.now())
         if device.type == "cuda":
             epoch_peak = torch.cuda.max_memory_allocated(device)
         else:  # measured on one step of the first epoch (and the second: _measure_at)
@@ -215,7 +275,7 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         stats = EpochStats(
             epoch, out.loss_sum / out.samples, val_loss, val_acc, train_time,
             clock.now() - start, out.samples, out.steps, out.samples / train_time,
-            epoch_peak / MB, stepper.lr, batch, stepper.noise.value,
+            epoch_peak / MB, stepper.lr, batch, stepper.noise.value, policy.current,
         )  # fmt: skip
         curves.append(stats)
         if on_epoch is not None:
@@ -226,6 +286,7 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         test_loss, test_acc = _evaluate(model, data.test, spec, stepper.autocast)
     train_total = sum(e.train_time_s for e in curves) + (train_time if diverged else 0.0)
     last = curves[-1] if curves else None
+    threads = policy.main_count()
     return TrainResult(
         epochs=curves,
         val_loss=last.val_loss if last else math.nan,
@@ -243,7 +304,47 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         torch_version=torch.__version__,
         diverged=diverged,
         noise_scale=stepper.noise.value,
+        threads=threads,
+        cpu_time_s=use.cpu_s,
+        load_others=use.others,
+        load_avg=_load_avg(),
+        disturbed=disturbance(use, threads, policy.cap, policy.cores, cpu),
+        calibration_s=calibration_s,
     )
+
+
+def _load_avg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _calibrator(
+    stepper: _Stepper, train: Split | StreamSplit, batch_size: int, seed: int
+) -> Callable[[Sequence[int]], int] | None:
+    """The thread calibration of this run's step at ``batch_size``: steps of copies of its
+    model and optimizer on random batches of the training split, the run's random state
+    untouched (None for a streamed split: its batches are not ours to draw)."""
+    if isinstance(train, StreamSplit):
+        return None
+
+    def run(counts: Sequence[int]) -> int:
+        with torch.random.fork_rng(devices=[]):
+            twin = copy.deepcopy(stepper.model)
+            twin_stepper = _Stepper(twin, stepper.hp, None, torch.device("cpu"), 0, None, 0)
+            twin_stepper.loss = stepper.loss
+            twin.train()
+            draws = torch.Generator().manual_seed(seed)
+            n = len(train)
+
+            def step() -> None:
+                idx = torch.randint(0, n, (batch_size,), generator=draws)
+                twin_stepper(train.x.index_select(0, idx), train.y.index_select(0, idx))
+
+            return calibrate(step, counts, torch.set_num_threads)
+
+    return run
 
 
 def _steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
@@ -379,9 +480,11 @@ def _train_epoch(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     measure_at: int,
     device: torch.device,
+    policy: ThreadPolicy | None = None,
+    batch_size: int = 0,
 ) -> _EpochOutcome:
     """One pass over ``batches``; on a non-CUDA device step ``measure_at`` runs under
-    :class:`LiveTensorMemory`."""
+    :class:`LiveTensorMemory`. Every few steps the thread ``policy`` re-reads the load."""
     stepper.model.train()
     measure_at = -1 if device.type == "cuda" else measure_at
     live_peak, samples, steps = 0, 0, 0
@@ -395,6 +498,8 @@ def _train_epoch(
         samples, steps = samples + len(yb), i + 1
         if steps % _CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
             break
+        if policy is not None and policy.due():
+            policy.recheck(batch_size)
     if not torch.isfinite(loss_sum):
         reason = f"non-finite training loss ({loss.item()})"
         return _EpochOutcome(math.nan, samples, steps, live_peak, reason)
@@ -426,17 +531,24 @@ class StepStats:
     peak_memory_mb: float
     memory_method: str
     device: str
+    samples_per_s_iqr: tuple[float, float] = (math.nan, math.nan)
+    """Throughput at the slower and the faster quartile of the timed steps' times."""
+    threads: int = 0
+    disturbed: str | None = None
+    """Why the timed steps' times are not what this machine gives undisturbed, or None."""
 
 
-def measure_steps(spec: RunSpec, steps: int = 5) -> StepStats:
+def measure_steps(spec: RunSpec, steps: int = 5, min_time_s: float = 0.2) -> StepStats:
     """A few training steps of ``spec`` at its batch size: their time and peak memory.
 
     Each step trains on a fresh random batch of the training split. One warm-up step runs first
     (it creates the optimizer state, and on CUDA lets cuDNN pick its kernels); elsewhere than
-    CUDA one more step runs under :class:`LiveTensorMemory`, as in :func:`train`. Then
-    ``steps`` steps are timed one by one. On CUDA the peak is the allocator's over all of them
-    (with the data set on the device, as in :func:`train`). An out-of-memory error is the
-    allocator's own, raised to the caller.
+    CUDA one more step runs under :class:`LiveTensorMemory`, as in :func:`train`. Then the
+    thread count is chosen (see :mod:`bstune._threads`) and at least ``steps`` steps are timed
+    one by one, for at least ``min_time_s`` in all (so that the machine's load over them can be
+    read, and the spread is not that of a handful of microsecond steps). On CUDA the peak is
+    the allocator's over all of them (with the data set on the device, as in :func:`train`).
+    An out-of-memory error is the allocator's own, raised to the caller.
 
     Raises:
         ConfigError: the batch size exceeds the training split, or the device or precision
@@ -467,27 +579,71 @@ def measure_steps(spec: RunSpec, steps: int = 5) -> StepStats:
     order = torch.cat(perms).to(device)
 
     def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i %= len(order) // b  # past the drawn batches (a long timing): round again
         idx = order[i * b : (i + 1) * b]
         return train.x.index_select(0, idx), train.y.index_select(0, idx)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stepper(*batch(0))
+    peak = 0  # on CUDA: the allocator's, read after the timed steps
     if device.type != "cuda":
         peak = _measured_step(stepper, *batch(1))[1]
-    clock = Stopwatch(device)
-    times = []
-    for i in range(2, steps + 2):
-        start = clock.now()
-        stepper(*batch(i))
-        times.append(clock.now() - start)
+    cpu = device.type == "cpu"
+    before = torch.get_num_threads()
+    n_params = sum(p.numel() for p in stepper.model.parameters())
+    with sole_run() as alone:
+        policy = ThreadPolicy(spec.threads if cpu and alone else before, torch.set_num_threads,
+                              spec.thread_choices, n_params)  # fmt: skip
+        return _timed_steps(stepper, batch, policy, device, steps, min_time_s, peak, before)
+
+
+def _timed_steps(
+    stepper: _Stepper,
+    batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    policy: ThreadPolicy,
+    device: torch.device,
+    steps: int,
+    min_time_s: float,
+    peak: int,
+    before: int,
+) -> StepStats:
+    """``measure_steps``' timing: choose the threads, then time the steps."""
+    b = stepper.hp.batch_size
+    try:
+        # the probe's model is its own: calibrate on it (its state changes nothing measured)
+        policy.choose(b, lambda counts: calibrate(lambda: stepper(*batch(2)), counts,
+                                                  torch.set_num_threads))  # fmt: skip
+        clock = Stopwatch(device)
+        times: list[float] = []
+        reading = CpuReading.now()
+        begun = clock.now()
+        while len(times) < steps or clock.now() - begun < min_time_s:
+            start = clock.now()
+            stepper(*batch(len(times) + 2))
+            times.append(clock.now() - start)
+        use = CpuUse.between(reading, CpuReading.now())
+        threads = policy.main_count()
+    finally:
+        torch.set_num_threads(before)
+    cpu = device.type == "cpu"
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     step_time = statistics.median(times)
+    q1, q3 = _quartiles(times)
     return StepStats(
-        b, steps, step_time, b / step_time, peak / MB,
+        b, len(times), step_time, b / step_time, peak / MB,
         "cuda_max_allocated" if device.type == "cuda" else "live_tensors", _device_name(device),
+        (b / q3, b / q1), threads, disturbance(use, threads, policy.cap, policy.cores, cpu),
     )  # fmt: skip
+
+
+def _quartiles(xs: Sequence[float]) -> tuple[float, float]:
+    """The first and third quartiles of ``xs`` (linear interpolation, as NumPy's default)."""
+    if len(xs) == 1:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
 
 
 @torch.inference_mode()

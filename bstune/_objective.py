@@ -4,7 +4,11 @@ What a trial stores: one user attribute, ``bstune:metrics``, written once at the
 trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
 
 * ``effective_lr`` — the learning rate that trained (after any scaling rule);
-* ``cpu_threads`` — the threads torch used on the CPU (a worker's share of the cores);
+* ``cpu_threads`` — the CPU threads it trained with (the count in force longest; see
+  :mod:`bstune._threads`), ``cpu_time_s`` — its process's CPU time while training,
+  ``load_others`` — the mean cores other processes kept busy meanwhile, ``load_avg`` — the
+  machine's 1-minute load average at the end, ``disturbed`` — why its timing is not what this
+  machine gives undisturbed (absent when it is);
 * ``train_time_s``, ``eval_time_s``, ``data_time_s``, ``samples_per_s``, ``peak_memory_mb``,
   ``memory_method``, ``steps``, ``epochs``, ``val_accuracy``, ``val_loss``, ``test_accuracy``,
   ``test_loss``, ``device``, ``torch_version``;
@@ -57,9 +61,12 @@ from bstune._optim import Hyperparams
 from bstune._pruning import report
 from bstune._space import suggest
 from bstune._study import Interrupted
+from bstune._threads import merge_choices
 from bstune._user_data import DataLike, as_dataset
 
-__all__ = ["Objective", "objective_values"]
+__all__ = ["THREADS_ATTR", "Objective", "objective_values"]
+
+THREADS_ATTR = f"{ATTR}threads"  # the study's thread calibrations (see bstune._threads)
 
 _VALUE_OF: dict[str, Callable[[TrainResult], float]] = {
     "val_accuracy": lambda r: r.val_accuracy,
@@ -123,6 +130,7 @@ class Objective:
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         max_memory_mb: float | None = None,
         prefix: str = "",
+        threads: int | str = "auto",
     ) -> None:
         own = (model, train, val, test, space, objectives)
         if config is not None:
@@ -140,7 +148,9 @@ class Objective:
             if model is None or train is None or val is None:
                 raise ConfigError("Objective: expected a study config, or model=, train= and val=")
             self.space = _space(space)
-            self.training = _training(epochs=epochs, device=device, precision=precision, seed=seed)
+            self.training = _training(
+                epochs=epochs, device=device, precision=precision, seed=seed, threads=threads
+            )
             self.max_memory_mb = max_memory_mb
             self.objectives = _objectives(objectives)
             self._model = model
@@ -155,6 +165,8 @@ class Objective:
         self.before_trial: Callable[[], None] | None = None  # e.g. refresh the curves figure
         self.interrupted: list[int] = []  # numbers of the trials a signal stopped
         self.stop_signal: int | None = None  # set by run_study when SIGINT or SIGTERM arrives
+        self.thread_choices: dict[str, int] = {}  # calibrations, kept in the study
+        self._threads_read = False
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Objective:
@@ -179,7 +191,8 @@ class Objective:
         return RunSpec(
             self.dataset, model, hparams, t.epochs, t.device, t.precision, t.seed, t.drop_last,
             t.eval_batch_size, evaluate_test=len(self.dataset.test) > 0, loss=self.loss,
-            noise_scale_every=t.noise_scale_every,
+            noise_scale_every=t.noise_scale_every, threads=t.threads,
+            thread_choices=self.thread_choices,
         )  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -240,6 +253,7 @@ class Objective:
         hparams = sampled.hparams.__dict__
         batch = sampled.hparams.batch_size
         infeasible: tuple[str, float, str] | None = None  # constraint, its value, the reason
+        known = self._known_threads(trial)
         start = time.perf_counter()
         try:
             result = train(spec, on_epoch=on_epoch)
@@ -259,6 +273,8 @@ class Objective:
             infeasible = ("out_of_memory", 1.0, f"out of memory at batch size {batch}")
         finally:
             self.engine_seconds += time.perf_counter() - start
+            if self.thread_choices.keys() - known:  # a calibration the study should keep
+                trial.study.set_user_attr(THREADS_ATTR, self.thread_choices)
         if infeasible is not None:
             # Outside the except block: the error's traceback, which held the model, gradients
             # and optimizer state, is gone, so release_memory can give them back.
@@ -275,6 +291,14 @@ class Objective:
             raise optuna.TrialPruned(result.diverged)
         values = objective_values(result, self.objectives)
         return values[0] if len(values) == 1 else values
+
+
+    def _known_threads(self, trial: optuna.Trial) -> set[str]:
+        """The calibrations known before this trial: the study's, read once per process."""
+        if not self._threads_read:
+            merge_choices(self.thread_choices, trial.study.user_attrs.get(THREADS_ATTR))
+            self._threads_read = True
+        return set(self.thread_choices)
 
 
 ModelFactory = Callable[..., nn.Module]
@@ -350,7 +374,7 @@ def _record(
             "epochs": len(curves),
         }
     metrics["effective_lr"] = hparams["lr"]
-    metrics["cpu_threads"] = torch.get_num_threads()
+    metrics["cpu_threads"] = result.threads if result else (curves[-1].threads if curves else None)
     metrics["hparams"] = hparams
     metrics["curves"] = {
         "train_loss": [e.train_loss for e in curves],
@@ -361,6 +385,7 @@ def _record(
         "lr": [e.lr for e in curves],
         "batch_size": [e.batch_size for e in curves],
         "noise_scale": [e.noise_scale for e in curves],
+        "threads": [e.threads for e in curves],
     }
     metrics["val_loss_by_step"] = {str(k): v for k, v in by_step.items()}
     if kept:

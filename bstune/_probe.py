@@ -70,6 +70,11 @@ class ProbeRow:
     samples_per_s: float | None = None
     peak_memory_mb: float | None = None
     reason: str | None = None
+    samples_per_s_iqr: tuple[float, float] | None = None
+    """Throughput at the slower and the faster quartile of the timed steps."""
+    threads: int | None = None
+    disturbed: str | None = None
+    """Why its timing is not what this machine gives undisturbed (after re-measuring)."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +117,14 @@ def probe(
     isolate: bool | None = None,
     dataset: Dataset | None = None,
     on_row: Callable[[ProbeRow], None] | None = None,
+    remeasure: int = 2,
 ) -> ProbeResult:
     """Probe ``cfg``'s model at ``batch_sizes`` (default: search the study's batch-size range).
 
     ``max_memory_mb`` defaults to the study's ``budget.max_memory_mb``. ``isolate`` runs each
     batch size in a child process; by default it does on the CPU only. ``on_row`` sees each
-    row as it is measured.
+    row as it is measured. A batch size whose timing was disturbed (other processes took cores
+    of its share, see :mod:`bstune._threads`) is measured again, up to ``remeasure`` times.
 
     Raises:
         ConfigError: a batch size is not positive or is above the training split, or the data,
@@ -152,6 +159,12 @@ def probe(
 
     def fits(b: int) -> bool:
         row, measured = _run(cfg, data, replace(hp, batch_size=b), steps, isolated)
+        for _ in range(remeasure):  # a disturbed timing: measure again, keep the better
+            if measured is None or measured.disturbed is None:
+                break
+            again, measured_again = _run(cfg, data, replace(hp, batch_size=b), steps, isolated)
+            if measured_again is not None:
+                row, measured = again, measured_again
         if measured is not None:
             stats.append(measured)
             if budget is not None and measured.peak_memory_mb > budget:
@@ -219,7 +232,9 @@ def _run(
     kind, value = outcome
     if kind == "ok":
         s: StepStats = value
-        return ProbeRow(b, True, s.step_time_s, s.samples_per_s, s.peak_memory_mb), s
+        row = ProbeRow(b, True, s.step_time_s, s.samples_per_s, s.peak_memory_mb, None,
+                       s.samples_per_s_iqr, s.threads, s.disturbed)  # fmt: skip
+        return row, s
     if kind == "oom":
         return ProbeRow(b, False, reason="out of memory"), None
     if kind == "killed":

@@ -13,7 +13,8 @@ __all__ = ["PROBE_FORMATS", "render_probe"]
 
 PROBE_FORMATS = ("table", "markdown", "json")
 ProbeFormat = Literal["table", "markdown", "json"]
-HEADERS = ["Batch size", "Step time", "Throughput", "Peak memory", "Fits"]
+HEADERS = ["Batch size", "Step time", "Throughput", "Middle half", "Threads", "Peak memory",
+           "Fits"]  # fmt: skip
 
 _METHODS = {
     "live_tensors": "live tensors (parameters, gradients, optimizer state and one step's "
@@ -32,7 +33,10 @@ def _cells(r: ProbeRow) -> list[str]:
     return [
         str(r.batch_size),
         _seconds(r.step_time_s),
-        "-" if r.samples_per_s is None else f"{r.samples_per_s:,.0f} samples/s",
+        "-" if r.samples_per_s is None else f"{r.samples_per_s:,.0f} samples/s"
+        + (" *" if r.disturbed else ""),
+        "-" if r.samples_per_s_iqr is None else "{:,.0f}–{:,.0f}".format(*r.samples_per_s_iqr),
+        "-" if r.threads is None else str(r.threads),
         "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.4g} MB",
         "yes" if r.fits else f"no: {r.reason}",
     ]
@@ -61,12 +65,17 @@ def render_probe(result: ProbeResult, fmt: ProbeFormat, what: str = "") -> str:
     hp = result.hparams
     where = "each in its own process" if result.isolated else "in this process"
     lines = [
-        f"Probe{' of ' + what if what else ''} on {result.device}: {result.steps} timed steps "
-        f"per batch size ({where}), optimizer {hp.optimizer}"
+        f"Probe{' of ' + what if what else ''} on {result.device}: at least {result.steps} "
+        f"timed steps (and 0.2 s) per batch size ({where}), optimizer {hp.optimizer}"
         + (f", dropout {hp.dropout:g}" if hp.dropout is not None else ""),
     ]
     if result.memory_method:
         lines.append(f"Peak memory: {_METHODS.get(result.memory_method, result.memory_method)}")
     body = [_cells(r) for r in result.rows]
     lines += ["", text_table(HEADERS, body, markdown=fmt == "markdown"), "", _summary(result)]
+    lines += [
+        f"* {r.batch_size}: timing disturbed even when measured again — {r.disturbed}."
+        for r in result.rows
+        if r.disturbed
+    ]
     return "\n".join(lines) + "\n"

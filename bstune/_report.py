@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bstune._metrics import ATTR, DIRECTIONS, UNITS
 from bstune._pareto import hypervolume, knee, non_dominated
-from bstune._science import NoiseReport, noise_report
+from bstune._science import NoiseReport, Throughput, noise_report
 
 __all__ = [
     "BatchSizeRow",
@@ -71,6 +71,9 @@ class TrialRow:
     curve: list[float] = field(default_factory=list)  # validation loss per epoch
     noise_scale: float | None = None  # B_simple at the end of training
     samples_per_s: float | None = None  # measured training throughput
+    epoch_throughput: list[float] = field(default_factory=list)  # samples/s of each epoch
+    threads: int | None = None  # CPU threads it trained with
+    disturbed: str | None = None  # why its timing is not the machine's undisturbed one
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class Report:
     constrained: Recommendation | None
     importances: dict[str, float] | None  # single-objective studies
     noise: NoiseReport | None = None  # what the gradient noise scale says (bstune._science)
+    warnings: list[str] = field(default_factory=list)  # e.g. a front resting on a bad timing
 
     @property
     def multi_objective(self) -> bool:
@@ -157,7 +161,7 @@ def build_report(
     constraints: Constraints | None = None,
     reference: Mapping[str, float] | None = None,
     history_points: int = 100,
-    probe_throughput: Mapping[int, float] | None = None,
+    probe_throughput: Mapping[int, float | Throughput] | None = None,
 ) -> Report:
     """The report of ``study`` (one read of its trials). ``probe_throughput`` (samples/s per
     batch size, e.g. from :func:`bstune._science.read_probe_throughput`) is what goodput is
@@ -201,7 +205,23 @@ def build_report(
         constrained=constrained,
         importances=importances,
         noise=noise_report(rows, front, probe_throughput),
+        warnings=_timing_warnings(front, objectives),
     )
+
+
+def _timing_warnings(front: Sequence[TrialRow], objectives: Sequence[str]) -> list[str]:
+    """A warning per front trial whose time objective rests on a disturbed measurement."""
+    timed = {"train_time", "throughput"} & set(objectives)
+    if not timed:
+        return []
+    return [
+        f"trial {r.number} (batch size {r.batch_size}) is on the front by its "
+        f"{' and '.join(sorted(timed))}, measured while disturbed: {r.disturbed}. Run it "
+        f"again on a quiet machine (or `bstune probe --batch-sizes {r.batch_size}`) before "
+        f"trusting its time."
+        for r in front
+        if r.disturbed
+    ]
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -248,6 +268,11 @@ def _row(t: FrozenTrial, objectives: Sequence[str]) -> TrialRow:
         curve=list(metrics.get("curves", {}).get("val_loss", [])),
         noise_scale=_number(metrics.get("noise_scale")),
         samples_per_s=_number(metrics.get("samples_per_s")),
+        epoch_throughput=[
+            v for v in metrics.get("curves", {}).get("samples_per_s", []) if _number(v)
+        ],
+        threads=metrics.get("cpu_threads"),
+        disturbed=metrics.get("disturbed"),
     )
 
 
@@ -443,4 +468,5 @@ def _jsonable(report: Report) -> dict[str, Any]:
         row.pop("curve")
         row.pop("noise_scale")
         row.pop("samples_per_s")
+        row.pop("epoch_throughput")
     return data

@@ -36,6 +36,7 @@ def _trial_table(
     headers = ["trial", *(["state"] if with_state else []), "batch size", "lr", "optimizer",
                "weight decay", "dropout"]  # fmt: skip
     headers += [o + (f" ({report.unit(o)})" if report.unit(o) else "") for o in report.objectives]
+    headers += ["threads", "timing"]
     body = [
         [
             r.number,
@@ -47,6 +48,7 @@ def _trial_table(
             r.dropout,
         ]
         + [r.values.get(o) for o in report.objectives]
+        + [r.threads, "disturbed" if r.disturbed else ("ok" if r.threads else None)]
         for r in rows
     ]
     return headers, body
@@ -84,11 +86,16 @@ def _batch_table(rows: Sequence[BatchSizeRow]) -> tuple[list[str], list[list[Any
 def _noise_table(report: Report) -> tuple[list[str], list[list[Any]]]:
     assert report.noise is not None
     headers = ["batch size", "S/S_min", "E/E_min", "efficiency", "throughput (samples/s)",
-               "goodput"]  # fmt: skip
+               "middle half", "goodput"]  # fmt: skip
     body: list[list[Any]] = []
     for r in report.noise.rows:
-        rates = [None if v is None else round(v) for v in (r.throughput, r.goodput)]
-        body.append([r.batch_size, r.steps_ratio, r.examples_ratio, r.efficiency, *rates])
+        thr = None if r.throughput is None else f"{r.throughput:,.0f}" + " *" * r.disturbed
+        spread = None
+        if r.throughput_low is not None and r.throughput_high is not None:
+            spread = f"{r.throughput_low:,.0f}–{r.throughput_high:,.0f}"
+        good = None if r.goodput is None else round(r.goodput)
+        body.append([r.batch_size, r.steps_ratio, r.examples_ratio, r.efficiency, thr, spread,
+                     good])  # fmt: skip
     return headers, body
 
 
@@ -154,6 +161,7 @@ def render(report: Report, fmt: Format) -> str:
     ]
     title = "Pareto front" if report.multi_objective else "Best trials"
     out += ["", f"{h}{title}", "", text_table(*_trial_table(report, report.front), md)]
+    out += [f"warning: {w}" for w in report.warnings]
     out += ["", f"{h}Batch sizes", "", text_table(*_batch_table(report.batch_sizes), md)]
     if report.multi_objective and report.hypervolume is not None:
         refs = ", ".join(f"{o} {v:g}" for o, v in report.reference.items())
@@ -180,6 +188,8 @@ def render(report: Report, fmt: Format) -> str:
     if report.noise is not None:
         out += ["", f"{h}Batch size and the gradient noise scale", ""]
         out.append(text_table(*_noise_table(report), md))
+        if any(r.disturbed for r in report.noise.rows):
+            out.append("* measured only while other processes disturbed the timing")
         out += ["", *report.noise.reasoning]
     if report.importances:
         out += ["", f"{h}Parameter importances (fANOVA)", ""]

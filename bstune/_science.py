@@ -15,7 +15,7 @@ import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,33 @@ from bstune._noise import critical_tradeoff, statistical_efficiency
 if TYPE_CHECKING:
     from bstune._report import TrialRow
 
-__all__ = ["BatchSizeAdvice", "NoiseReport", "noise_report", "read_probe_throughput"]
+__all__ = [
+    "BatchSizeAdvice",
+    "NoiseReport",
+    "Throughput",
+    "noise_report",
+    "read_probe_throughput",
+]
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A measured throughput (samples/s): its median and its middle half (``low``–``high``,
+    the interquartile range over the timed steps or epochs); ``disturbed`` when it rests only
+    on timings that other processes disturbed."""
+
+    median: float
+    low: float
+    high: float
+    disturbed: bool = False
+
+    @classmethod
+    def of(cls, samples: Sequence[float], disturbed: bool = False) -> Throughput:
+        s = sorted(samples)
+        if len(s) < 2:
+            return cls(s[0], s[0], s[0], disturbed)
+        low, median, high = statistics.quantiles(s, n=4, method="inclusive")
+        return cls(median, low, high, disturbed)
 
 
 @dataclass(frozen=True)
@@ -40,6 +66,9 @@ class BatchSizeAdvice:
     efficiency: float
     throughput: float | None
     goodput: float | None
+    throughput_low: float | None = None  # the middle half of the measured throughput
+    throughput_high: float | None = None
+    disturbed: bool = False  # its throughput rests on disturbed timings only
 
 
 @dataclass(frozen=True)
@@ -54,12 +83,14 @@ class NoiseReport:
     rows: list[BatchSizeAdvice]
     best_goodput: int | None  # the batch size of the highest goodput
     reasoning: list[str]
+    tied: list[int] = field(default_factory=list)
+    """Batch sizes whose goodput cannot be told from the best's: their middle halves overlap."""
 
 
 def noise_report(
     trials: Sequence[TrialRow],
     front: Sequence[TrialRow],
-    probe_throughput: Mapping[int, float] | None = None,
+    probe_throughput: Mapping[int, float | Throughput] | None = None,
 ) -> NoiseReport | None:
     """The noise-scale section of a report; None when no complete trial has an estimate."""
     done = [t for t in trials if t.state == "complete"]
@@ -75,13 +106,13 @@ def noise_report(
         low = high = scales[0]
 
     if probe_throughput:
-        throughput, source = dict(probe_throughput), "probe"
+        throughput = {
+            b: v if isinstance(v, Throughput) else Throughput(v, v, v)
+            for b, v in probe_throughput.items()
+        }
+        source = "probe"
     else:
-        measured: dict[int, list[float]] = {}
-        for t in done:
-            if t.batch_size is not None and t.samples_per_s:
-                measured.setdefault(t.batch_size, []).append(t.samples_per_s)
-        throughput = {b: statistics.median(v) for b, v in measured.items()}
+        throughput = _trials_throughput(done)
         source = "trials" if throughput else "none"
     sizes = sorted({t.batch_size for t in trials if t.batch_size is not None} | set(throughput))
     if not sizes:
@@ -91,14 +122,58 @@ def noise_report(
     for b in sizes:
         trade = critical_tradeoff(b_noise, b)
         eff = statistical_efficiency(b_noise, b, smallest)
-        thr = throughput.get(b)
-        rows.append(BatchSizeAdvice(b, trade.steps_ratio, trade.examples_ratio, eff, thr,
-                                    None if thr is None else thr * eff))  # fmt: skip
+        m = throughput.get(b)
+        ratios = (b, trade.steps_ratio, trade.examples_ratio, eff)
+        if m is None:
+            rows.append(BatchSizeAdvice(*ratios, None, None))
+        else:
+            rows.append(BatchSizeAdvice(*ratios, m.median, m.median * eff, m.low, m.high,
+                                        m.disturbed))  # fmt: skip
     scored = [r for r in rows if r.goodput is not None]
     best = max(scored, key=lambda r: r.goodput or 0.0) if scored else None
+    tied = _tied(best, scored)
     reasoning = _reasoning(b_noise, low, high, len(scales), rows, best, source, done, front)
+    if tied and best is not None:
+        names = " and ".join(str(b) for b in [best.batch_size, *tied])
+        reasoning.insert(
+            2 if len(reasoning) > 2 else len(reasoning),
+            f"No significant difference between {names} in goodput: the middle halves of "
+            f"their measured throughput, times their efficiency, overlap — the measurements "
+            f"cannot separate them; choose among them by the other objectives.",
+        )
     return NoiseReport(b_noise, low, high, len(scales), source, rows,
-                       best.batch_size if best else None, reasoning)  # fmt: skip
+                       best.batch_size if best else None, reasoning, tied)  # fmt: skip
+
+
+def _trials_throughput(done: Sequence[TrialRow]) -> dict[int, Throughput]:
+    """Per batch size, the throughput of every epoch of its complete trials — those whose
+    timing was not disturbed, unless all were (then marked disturbed)."""
+    by: dict[int, list[TrialRow]] = {}
+    for t in done:
+        if t.batch_size is not None and (t.epoch_throughput or t.samples_per_s):
+            by.setdefault(t.batch_size, []).append(t)
+    out = {}
+    for b, group in by.items():
+        clean = [t for t in group if not t.disturbed]
+        used = clean or group
+        samples = [v for t in used for v in (t.epoch_throughput or [t.samples_per_s or 0.0])]
+        out[b] = Throughput.of(samples, disturbed=not clean)
+    return out
+
+
+def _tied(best: BatchSizeAdvice | None, scored: Sequence[BatchSizeAdvice]) -> list[int]:
+    """The batch sizes whose goodput range (middle half of throughput × efficiency) overlaps
+    the best's — with a single measurement each, none can be told apart from its spread."""
+    if best is None or best.throughput_low is None:
+        return []
+    floor = best.throughput_low * best.efficiency
+    return [
+        r.batch_size
+        for r in scored
+        if r is not best
+        and r.throughput_high is not None
+        and r.throughput_high * r.efficiency >= floor
+    ]
 
 
 def _reasoning(
@@ -177,8 +252,9 @@ def _agreement(b_noise: float, done: Sequence[TrialRow], front: Sequence[TrialRo
     return out
 
 
-def read_probe_throughput(path: str | Path) -> dict[int, float]:
-    """Throughput per batch size from ``bstune probe --format json`` output (the sizes that fit).
+def read_probe_throughput(path: str | Path) -> dict[int, Throughput]:
+    """Throughput per batch size from ``bstune probe --format json`` output (the sizes that fit),
+    with its middle half over the timed steps where the probe recorded it.
 
     Raises:
         ConfigError: the file is missing, not JSON, or not a probe's output.
@@ -205,7 +281,12 @@ def read_probe_throughput(path: str | Path) -> dict[int, float]:
             raise ConfigError(f"--probe {path}: a row without an integer batch_size: {row!r}")
         thr = row.get("samples_per_s")
         if row.get("fits") and isinstance(thr, (int, float)) and thr > 0:
-            out[row["batch_size"]] = float(thr)
+            iqr = row.get("samples_per_s_iqr")
+            low = high = float(thr)
+            pair = iqr if isinstance(iqr, list) and len(iqr) == 2 else []
+            if pair and all(isinstance(v, (int, float)) and v > 0 for v in pair):
+                low, high = float(pair[0]), float(pair[1])
+            out[row["batch_size"]] = Throughput(float(thr), low, high, bool(row.get("disturbed")))
     if not out:
         raise ConfigError(f"--probe {path}: no batch size that fits has a measured throughput")
     return out

@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=_positive_int, help="override training.epochs")
     p.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
+    p.add_argument("--threads", help="override training.threads (auto, or 1..cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_cmd_train)
 
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the sampler's seed (sampler.seed)")
     p.add_argument("--epochs", type=_positive_int, help="override training.epochs")
     p.add_argument("--device", help="override training.device")
+    p.add_argument("--threads", help="override training.threads (auto, or 1..cores)")
     p.add_argument(
         "--max-memory-mb", type=_positive_number, metavar="MB",
         help="memory budget (budget.max_memory_mb): trials whose peak exceeds it are infeasible",
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default budget.max_memory_mb)",
     )  # fmt: skip
     p.add_argument("--device", help="override training.device")
+    p.add_argument("--threads", help="override training.threads (auto, or 1..cores)")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument(
         "--write", metavar="NARROWED.yaml",
@@ -310,7 +313,8 @@ def _load(args: argparse.Namespace) -> Any:
     from bstune._config import load_study
 
     cfg = load_study(args.study_file)
-    overrides = {k: getattr(args, k) for k in ("epochs", "device") if getattr(args, k, None)}
+    keys = ("epochs", "device", "threads")
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None)}
     cfg = cfg.with_training(**overrides) if overrides else cfg
     if getattr(args, "max_memory_mb", None):
         budget = cfg.budget.model_copy(update={"max_memory_mb": args.max_memory_mb})
@@ -388,12 +392,16 @@ def _worker_settings(cfg: Any, index: int, count: int) -> Any:
     """A worker's share of the machine: its CPU threads, and its own CUDA device if several."""
     import torch
 
+    from bstune._threads import set_core_share
     from bstune._workers import worker_slot
 
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     slot = worker_slot(index, count, cfg.training.device, cuda)
-    torch.set_num_threads(slot.threads)
-    return cfg.with_training(device=slot.device) if slot.device else cfg
+    set_core_share(slot.threads)  # threads: auto chooses within it
+    changes: dict[str, Any] = {"device": slot.device} if slot.device else {}
+    if cfg.training.threads != "auto" and cfg.training.threads > slot.threads:
+        changes["threads"] = slot.threads
+    return cfg.with_training(**changes) if changes else cfg
 
 
 def _run_workers(args: argparse.Namespace, cfg: Any, study: Any, url: str, n_trials: Any) -> Any:
@@ -405,7 +413,7 @@ def _run_workers(args: argparse.Namespace, cfg: Any, study: Any, url: str, n_tri
     seed = args.seed if args.seed is not None else cfg.sampler.seed
     base = ["optimize", args.study_file, "--storage", url, "--study-name", study.study_name,
             "--no-progress"]  # fmt: skip
-    for flag in ("timeout", "epochs", "device", "max_memory_mb"):
+    for flag in ("timeout", "epochs", "device", "threads", "max_memory_mb"):
         if getattr(args, flag, None):
             base += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     parts = shares(n_trials, k) if n_trials else [None] * k
@@ -606,6 +614,8 @@ def _print_result(hp: Any, r: Any) -> None:
         ("epochs", len(r.epochs)),
         ("steps", r.steps),
         ("device", r.device),
+        ("cpu_threads", r.threads),
+        ("timing", f"disturbed: {r.disturbed}" if r.disturbed else "undisturbed"),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -178,8 +178,8 @@ def test_cli_table_and_narrowed_study_file(tmp_path: Path, write_study) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     header = next(line for line in lines if line.lstrip().startswith("Batch size"))
-    assert header.split() == ["Batch", "size", "Step", "time", "Throughput", "Peak", "memory",
-                              "Fits"]  # fmt: skip
+    assert header.split() == ["Batch", "size", "Step", "time", "Throughput", "Middle", "half",
+                              "Threads", "Peak", "memory", "Fits"]  # fmt: skip
     assert any(line.split()[0] == "128" and "no: out of memory" in line for line in lines[3:-1])
     assert "Largest batch size that fits: 64; 128 does not: out of memory." in out.stdout
     assert study_file.read_bytes() == before  # never changed

@@ -1,0 +1,432 @@
+"""How many CPU threads a run trains with, and whether the machine let it train undisturbed.
+
+PyTorch's intra-op threads (OpenMP) spin at their barriers. When another process competes for a
+core, a team as large as the machine waits at every barrier for the thread that lost its core,
+and training collapses — to a fifth of its speed at small batches on a 2-core machine
+(``bench/bench_threads.py``). No fixed count is right: on a quiet machine the best count depends
+on the batch size and the model (one thread beats two at batch 32 for a small MLP, two are twice
+as fast at 4096), and with a competitor the best is the cores left free.
+
+So a run with ``threads: auto`` chooses, as it goes:
+
+* **the cores it may use** — the CPUs of its affinity mask, within the cgroup's CPU quota, and
+  within its share when ``--n-jobs`` runs several workers (:func:`set_core_share`);
+* **the cores free of other processes** — from ``/proc/stat`` for those CPUs, less this
+  process's own CPU time, over the last interval (re-read every quarter second while training,
+  so a competitor that starts mid-run is seen within a fraction of a second);
+* **the best count for this model and batch size** among those free, by a short calibration:
+  a few steps of a copy of the model at each candidate count, alternating, before the clock
+  starts (:func:`calibrate`); remembered per (parameter count, batch size, free cores), and by
+  the objective in the study (``bstune:threads``) for its other trials and workers.
+
+The same readings say whether a run was *disturbed*: other processes held cores of its share
+(beyond half a core, the reading's noise), the cgroup throttled it, or its process got much
+less CPU time than its wall time. A disturbed run's time is not comparable with an undisturbed
+one: the trial says so (``disturbed``, with the reason), and the report and the probe use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CpuReading",
+    "CpuUse",
+    "ThreadPolicy",
+    "available_cores",
+    "calibrate",
+    "candidates",
+    "choosing_seconds",
+    "core_share",
+    "disturbance",
+    "free_threads",
+    "set_core_share",
+    "sole_run",
+    "thread_key",
+]
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_TOLERANCE = 0.5  # cores: what /proc/stat's 10 ms ticks and brief blips can add to a reading
+_MIN_WINDOW_S = 0.04  # the shortest interval a free-core reading is taken over
+CHECK_EVERY_S = 0.25  # while training, re-read the load this often (at a step boundary)
+_MIN_JUDGED_S = 0.1  # a run trained for less is too short to tell its load from the ticks
+
+_share: int | None = None
+
+
+def set_core_share(cores: int | None) -> None:
+    """Cap the cores every run of this process may use (a ``--n-jobs`` worker's share)."""
+    global _share
+    _share = cores
+
+
+def core_share() -> int:
+    """The cores a run of this process may use: :func:`available_cores`, within its share."""
+    cores = available_cores()
+    return min(cores, _share) if _share else cores
+
+
+def available_cores() -> int:
+    """CPUs this process may run on: its affinity mask, within the cgroup's CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota - 1e-9)))
+    return max(1, cores)
+
+
+@functools.cache
+def _cgroup_dir(controller: str) -> Path | None:
+    """This process's cgroup folder for ``controller`` (v1), or its unified one (v2)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return Path("/sys/fs/cgroup") / path.lstrip("/")
+        if controller in controllers.split(","):
+            return Path("/sys/fs/cgroup") / controllers / path.lstrip("/")
+    return None
+
+
+def _cgroup_quota() -> float | None:
+    """The cgroup's CPU quota in cores (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), if any."""
+    folder = _cgroup_dir("cpu")
+    if folder is None:
+        return None
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+        period_us = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 else quota_us / period_us
+
+
+def _throttled_s() -> float:
+    """Seconds the cgroup's quota has held this process's group back, in all (0: unknown)."""
+    folder = _cgroup_dir("cpu")
+    if folder is None:
+        return 0.0
+    try:
+        for line in (folder / "cpu.stat").read_text().splitlines():
+            key, value = line.split()
+            if key == "throttled_usec":
+                return int(value) / 1e6
+            if key == "throttled_time":
+                return int(value) / 1e9
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """One look at the CPUs: when, this process's CPU time, the busy seconds of the CPUs it may
+    run on (None where ``/proc/stat`` is not readable), and the cgroup's throttled seconds."""
+
+    wall: float
+    own_cpu: float
+    busy: float | None
+    throttled: float
+
+    @classmethod
+    def now(cls) -> CpuReading:
+        return cls(time.perf_counter(), time.process_time(), _busy_seconds(), _throttled_s())
+
+
+def _busy_seconds() -> float | None:
+    """Busy seconds (user, nice, system, irq, softirq, steal) of the CPUs this process may run
+    on, since boot."""
+    try:
+        mine = os.sched_getaffinity(0)
+        text = Path("/proc/stat").read_text()
+    except (AttributeError, OSError):
+        return None
+    ticks = 0
+    for line in text.splitlines():
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        name, *fields = line.split()
+        if int(name[3:]) in mine:
+            f = [int(x) for x in fields[:8]]
+            ticks += f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+    return ticks / _TICK
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """What happened between two readings: wall seconds, this process's CPU seconds, the mean
+    number of cores other processes kept busy (None: unknown), and seconds throttled."""
+
+    wall_s: float
+    cpu_s: float
+    others: float | None
+    throttled_s: float
+
+    @classmethod
+    def between(cls, a: CpuReading, b: CpuReading) -> CpuUse:
+        wall = max(b.wall - a.wall, 1e-9)
+        cpu = b.own_cpu - a.own_cpu
+        others = None
+        if a.busy is not None and b.busy is not None:
+            others = max(0.0, (b.busy - a.busy - cpu) / wall)
+        return cls(wall, cpu, others, max(0.0, b.throttled - a.throttled))
+
+    def __add__(self, other: CpuUse) -> CpuUse:
+        wall = self.wall_s + other.wall_s
+        others = None
+        if self.others is not None and other.others is not None:
+            others = (self.others * self.wall_s + other.others * other.wall_s) / wall
+        return CpuUse(wall, self.cpu_s + other.cpu_s, others, self.throttled_s + other.throttled_s)
+
+
+def free_threads(cap: int, cores: int, others: float | None) -> int:
+    """The threads a run may use now: ``cap`` (its share), less the cores other processes are
+    using beyond what its share leaves them (``cores`` - ``cap``), at least one.
+
+    >>> free_threads(2, 2, 0.05), free_threads(2, 2, 1.0), free_threads(1, 2, 1.0)
+    (2, 1, 1)
+    >>> free_threads(8, 16, 9.7), free_threads(4, 4, None)
+    (6, 4)
+    """
+    if others is None:
+        return cap
+    taken = max(0.0, others - (cores - cap))
+    # A core another process holds half the time still stalls a spinning team: round up.
+    return max(1, min(cap, math.floor(cap - taken + 0.35)))
+
+
+def candidates(free: int) -> list[int]:
+    """Thread counts worth calibrating with ``free`` cores: 1, 2, 4, ... and ``free`` itself.
+
+    >>> candidates(1), candidates(2), candidates(6)
+    ([1], [1, 2], [1, 2, 4, 6])
+    """
+    out, n = [], 1
+    while n < free:
+        out.append(n)
+        n *= 2
+    return [*out, free]
+
+
+def thread_key(n_params: int, batch_size: int, free: int) -> str:
+    """The calibration's key: the model (by its parameter count), batch size and free cores."""
+    return f"{n_params}/{batch_size}/{free}"
+
+
+def calibrate(
+    step: Callable[[], object],
+    counts: Sequence[int],
+    set_threads: Callable[[int], None],
+    rounds: int = 5,
+    block_s: float = 0.02,
+) -> int:
+    """The fastest of ``counts`` for ``step`` (one training step, on copies): a warm-up step at
+    each, then ``rounds`` rounds alternating between them (so a slow spell hits all), each a
+    block of steps of at least ``block_s``; the median seconds per step decides, and a count
+    within 3% of a smaller one loses to it."""
+    if len(counts) == 1:
+        return counts[0]
+    per_step: dict[int, list[float]] = {n: [] for n in counts}
+    block_steps = dict.fromkeys(counts, 1)
+    for n in counts:  # warm-up: the thread pool, the allocator, the optimizer state
+        set_threads(n)
+        step()
+        start = time.perf_counter()
+        step()
+        block_steps[n] = max(1, math.ceil(block_s / max(time.perf_counter() - start, 1e-6)))
+    for _ in range(rounds):
+        for n in counts:
+            set_threads(n)
+            start = time.perf_counter()
+            for _ in range(block_steps[n]):
+                step()
+            per_step[n].append((time.perf_counter() - start) / block_steps[n])
+    best = min(counts)
+    for n in sorted(counts):
+        if _median(per_step[n]) < _median(per_step[best]) * 0.97:
+            best = n
+    return best
+
+
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+
+_last_reading = [CpuReading.now()]  # this process's latest reading, shared by its runs
+_reading_pid = [os.getpid()]  # whose: a forked child must not start from its parent's
+_CHOICES: dict[str, int] = {}  # this process's calibrations, when a run brings no mapping
+_spent = [0.0]  # seconds this process's runs spent choosing (readings and calibrations)
+
+
+_running = [0]
+_running_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def sole_run() -> Iterator[bool]:
+    """Whether this run is the only one in its process while it lasts. Thread counts are the
+    process's: runs in several threads at once (Optuna's ``n_jobs``) leave them as they are."""
+    with _running_lock:
+        _running[0] += 1
+        alone = _running[0] == 1
+    try:
+        yield alone
+    finally:
+        with _running_lock:
+            _running[0] -= 1
+
+
+def choosing_seconds() -> float:
+    """Seconds this process's runs have spent choosing thread counts, in all (for overhead
+    measurements: it happens before a run's clock starts)."""
+    return _spent[0]
+
+
+class ThreadPolicy:
+    """A run's thread count: fixed (``threads`` an integer) or ``auto`` — the best calibrated
+    count among the cores free now, re-read every :data:`CHECK_EVERY_S` while training.
+
+    ``set_threads`` applies a count (``torch.set_num_threads``); ``choices`` remembers
+    calibrations by :func:`thread_key` (default: this process's memory); :meth:`choose` takes a
+    ``calibrator(counts) -> fastest`` for the run's model and batch size. ``seconds`` holds how
+    long each count was in force, ``calibrated`` what this run measured.
+    """
+
+    def __init__(
+        self,
+        threads: int | str,
+        set_threads: Callable[[int], None],
+        choices: MutableMapping[str, int] | None = None,
+        n_params: int = 0,
+    ) -> None:
+        self.auto = threads == "auto"
+        self.cores = available_cores()
+        self.cap = core_share()
+        self.current = self.cap if self.auto else int(threads)
+        self.choices: MutableMapping[str, int] = _CHOICES if choices is None else choices
+        self.n_params = n_params
+        self.calibrated: dict[str, int] = {}
+        self.seconds: dict[int, float] = {}
+        self._set_threads = set_threads
+        self._since = time.perf_counter()
+        self._due = math.inf
+        self._applied: int | None = None
+
+    def others(self) -> float | None:
+        """Cores other processes kept busy since this process's last reading (a window of at
+        least 40 ms: /proc/stat counts in 10 ms ticks)."""
+        if _reading_pid[0] != os.getpid():  # forked (the probe's children): a window of our own
+            _last_reading[-1], _reading_pid[0] = CpuReading.now(), os.getpid()
+        last = _last_reading[-1]
+        now = CpuReading.now()
+        if now.wall - last.wall < _MIN_WINDOW_S:
+            time.sleep(_MIN_WINDOW_S - (now.wall - last.wall))
+            now = CpuReading.now()
+        _last_reading[-1] = now
+        return CpuUse.between(last, now).others
+
+    def choose(self, batch_size: int, calibrator: Callable[[Sequence[int]], int] | None) -> int:
+        """Set the count to train ``batch_size`` with from now on (calibrating once per
+        :func:`thread_key` where ``calibrator`` is given) and return it."""
+        started = time.perf_counter()
+        if self.auto:
+            free = free_threads(self.cap, self.cores, self.others())
+            counts = candidates(free)
+            chosen = free
+            if len(counts) > 1 and calibrator is not None:
+                key = thread_key(self.n_params, batch_size, free)
+                known = self.choices.get(key)
+                if known is None or known not in counts:
+                    known = self.choices[key] = self.calibrated[key] = calibrator(counts)
+                chosen = known
+            self._apply(chosen)
+        else:
+            self._apply(self.current)
+        self._due = time.perf_counter() + CHECK_EVERY_S
+        _spent[0] += self._due - CHECK_EVERY_S - started
+        return self.current
+
+    def due(self) -> bool:
+        """Whether it is time to re-read the load (one clock read)."""
+        return time.perf_counter() >= self._due
+
+    def recheck(self, batch_size: int) -> None:
+        """At a step boundary while training: fewer threads when other processes took cores,
+        back to the calibrated choice when they are gone (never a calibration here)."""
+        self._due = time.perf_counter() + CHECK_EVERY_S
+        if not self.auto:
+            return
+        free = free_threads(self.cap, self.cores, self.others())
+        if free < self.current:
+            self._apply(free)
+        else:  # more free: the calibrated choice if there is one (else stay: no calibration)
+            known = self.choices.get(thread_key(self.n_params, batch_size, free))
+            self._apply(known if known is not None else self.current)
+
+    def _apply(self, n: int) -> None:
+        now = time.perf_counter()
+        self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self._since
+        self._since = now
+        if n != self._applied:
+            self._set_threads(n)
+            self._applied = n
+        self.current = n
+
+    def main_count(self) -> int:
+        """The count in force longest."""
+        self._apply(self.current)
+        return max(self.seconds, key=lambda n: self.seconds[n])
+
+
+def disturbance(use: CpuUse, threads: int, cap: int, cores: int, cpu_device: bool) -> str | None:
+    """Why a run's timing is not what this machine gives it undisturbed, or None.
+
+    Disturbed when other processes kept busy more of the cores than the run's share leaves them
+    (beyond :data:`_TOLERANCE`), when the cgroup throttled it for more than 5% of its time, or
+    (on the CPU) when its process got less than 70% of one core while it trained. Under 0.1 s
+    of training the load is not judged: ``/proc/stat`` counts in 10 ms ticks.
+
+    >>> print(disturbance(CpuUse(10.0, 19.0, 0.1, 0.0), 2, 2, 2, True))
+    None
+    >>> disturbance(CpuUse(10.0, 10.0, 1.0, 0.0), 1, 2, 2, True)
+    'other processes kept 1.0 of 2 cores busy (this run may use 2); trained on 1 thread'
+    """
+    reasons = []
+    judged = use.wall_s >= _MIN_JUDGED_S  # /proc/stat counts 10 ms ticks: shorter is noise
+    if judged and use.others is not None and use.others > cores - cap + _TOLERANCE:
+        reasons.append(
+            f"other processes kept {use.others:.1f} of {cores} cores busy (this run may use "
+            f"{cap}); trained on {threads} thread{'s' * (threads != 1)}"
+        )
+    if use.throttled_s > 0.05 * use.wall_s:
+        reasons.append(f"throttled by the cgroup's CPU quota for {use.throttled_s:.2f} s")
+    if cpu_device and judged and use.cpu_s < 0.7 * use.wall_s:
+        reasons.append(f"its process got {use.cpu_s / use.wall_s:.0%} of a core while training")
+    return "; ".join(reasons) or None
+
+
+def merge_choices(into: MutableMapping[str, int], stored: Mapping[str, object] | None) -> None:
+    """Add a study's stored calibrations (``bstune:threads``) to ``into``, skipping junk."""
+    for key, value in (stored or {}).items():
+        if isinstance(value, int) and value >= 1 and key not in into:
+            into[key] = value
