@@ -192,11 +192,22 @@ class _ValLossStorage:
     """The study's storage, as a single-objective study on validation loss would hold it.
 
     Reads of directions and trials are translated; everything else (writes included, such as
-    successive halving's rung attributes) goes to the real storage.
+    successive halving's rung attributes) goes to the real storage. A finished trial cannot
+    change, so its translation is made once and kept: a decision costs in proportion to the
+    trials that are new or still running (Optuna's cached storage reads only those, too).
     """
 
     def __init__(self, storage: BaseStorage) -> None:
         self._storage = storage
+        self._finished: dict[int, FrozenTrial] = {}
+
+    def _translated(self, trial: FrozenTrial) -> FrozenTrial:
+        if not trial.state.is_finished():
+            return _with_curve(trial)
+        view = self._finished.get(trial._trial_id)
+        if view is None:
+            view = self._finished[trial._trial_id] = _with_curve(trial)
+        return view
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
@@ -205,7 +216,7 @@ class _ValLossStorage:
         return [StudyDirection.MINIMIZE]
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        return _with_curve(self._storage.get_trial(trial_id))
+        return self._translated(self._storage.get_trial(trial_id))
 
     def get_all_trials(
         self,
@@ -214,7 +225,7 @@ class _ValLossStorage:
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
         trials = self._storage.get_all_trials(study_id, deepcopy=False, states=states)
-        return [_with_curve(t) for t in trials]
+        return [self._translated(t) for t in trials]
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         done = [

@@ -226,3 +226,37 @@ def test_keep_front_without_projections_decides_as_optuna() -> None:
     assert optuna_single_objective(KeepFront(PRUNERS["median"]()), curves) == (
         optuna_single_objective(PRUNERS["median"](), curves)
     )
+
+
+def test_a_finished_trial_is_translated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision costs in proportion to what is new: finished trials' views are kept."""
+    import bstune._pruning as pruning
+
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], pruner=optuna.pruners.NopPruner()
+    )
+    for curve in recorded_curves(n=20, steps=4):
+        t = study.ask()
+        for step, v in enumerate(curve, 1):
+            report(t, step, v)
+        study.tell(t, [curve[-1], 1.0])
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=1)
+    seen: list[int] = []
+    real = pruning._with_curve
+
+    def counting(trial):  # type: ignore[no-untyped-def]
+        seen.append(trial.number)
+        return real(trial)
+
+    monkeypatch.setattr(pruning, "_with_curve", counting)
+    trial = study.ask()
+    report(trial, 1, 0.0)  # low: not pruned
+    first = len(seen)
+    report(trial, 2, 0.0)
+    report(trial, 3, 0.0)
+    assert first >= 20  # every finished trial, once
+    assert len(seen) - first <= 2  # later decisions: only the running trial(s)
+    study.tell(trial, [0.0, 1.0])
+    nxt = study.ask()
+    report(nxt, 1, 0.0)
+    assert seen.count(trial.number) <= 4  # the newly finished trial joins the kept views

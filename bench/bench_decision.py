@@ -1,0 +1,106 @@
+"""Latency of one multi-objective pruning decision as a study grows (``bstune.report``).
+
+A study (SQLite by default, WAL mode as bstune opens it) is filled with ``--trials`` finished
+trials — complete and pruned, three objectives, each with a 10-epoch validation-loss curve in
+``bstune:metrics`` as bstune's objective records it — then one running trial reports epoch
+after epoch and each decision is timed. Per pruner, two ways alternating: as bstune decides now
+(finished trials translated once and kept) and with that memory emptied before every decision
+(what every decision cost before: each finished trial re-read, copied and its curve parsed).
+
+    python bench/bench_decision.py                        # 2,000 trials, SQLite
+    python bench/bench_decision.py --trials 500 --storage journal
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+import bstune
+from bstune._pruning import _view
+from bstune._study import open_storage
+
+
+def fill(study: optuna.Study, n: int) -> None:
+    rng = random.Random(0)
+    dist = {"batch_size": optuna.distributions.CategoricalDistribution([32, 128, 512])}
+    trials = []
+    for i in range(n):
+        epochs = 10 if i % 3 else rng.randint(1, 9)
+        start = rng.uniform(1.0, 2.0)
+        curve = {str(e): start / (1 + 0.3 * e) + rng.gauss(0, 0.01) for e in range(1, epochs + 1)}
+        done = optuna.trial.TrialState.COMPLETE
+        state = done if epochs == 10 else optuna.trial.TrialState.PRUNED
+        trials.append(
+            optuna.trial.create_trial(
+                state=state,
+                values=[rng.uniform(0.8, 0.99), rng.uniform(1, 10), rng.uniform(1, 8)]
+                if state == optuna.trial.TrialState.COMPLETE
+                else None,
+                params={"batch_size": rng.choice([32, 128, 512])},
+                distributions=dist,
+                user_attrs={"bstune:metrics": {"val_loss_by_step": curve}},
+            )
+        )
+    study.add_trials(trials)
+
+
+def decisions(study: optuna.Study, forget: bool, steps: int = 10) -> list[float]:
+    trial = study.ask()
+    times = []
+    view = _view(study, bstune.KeepFront(study.pruner).pruner)
+    for step in range(1, steps + 1):
+        if forget:
+            view._storage._finished.clear()  # type: ignore[attr-defined]
+        start = time.perf_counter()
+        with contextlib.suppress(optuna.TrialPruned):
+            bstune.report(trial, step, 2.0 / (1 + 0.3 * step), persist=False)
+        times.append(time.perf_counter() - start)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--storage", choices=("sqlite", "journal"), default="sqlite")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    folder = Path(tempfile.mkdtemp())
+    url = f"sqlite:///{folder}/d.db" if args.storage == "sqlite" else f"journal:///{folder}/d.log"
+    print(f"{args.trials} finished trials, {args.storage}; ms per decision, median (min–max) "
+          f"over {args.rounds} rounds × 10 decisions\n")  # fmt: skip
+    print("| pruner | finished trials kept (now) | re-read every decision (before) | speed-up |")
+    print("|---|---:|---:|---:|")
+    pruners = {
+        "median": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=10),
+    }
+    for name, pruner in pruners.items():
+        study = optuna.create_study(
+            storage=open_storage(url), study_name=name, pruner=pruner,
+            directions=["maximize", "minimize", "minimize"],
+        )  # fmt: skip
+        fill(study, args.trials)
+        decisions(study, forget=False, steps=2)  # the first read of every trial, not timed
+        now: list[float] = []
+        before: list[float] = []
+        for _ in range(args.rounds):
+            now += decisions(study, forget=False)
+            before += decisions(study, forget=True)
+        a, b = statistics.median(now) * 1e3, statistics.median(before) * 1e3
+        print(f"| {name} | {a:.2f} ({min(now) * 1e3:.2f}–{max(now) * 1e3:.2f}) | {b:.2f} "
+              f"({min(before) * 1e3:.2f}–{max(before) * 1e3:.2f}) | {b / a:.1f}× |",
+              flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
