@@ -7,7 +7,7 @@ bstune and Optuna do around training: sampling, writing parameters and records, 
 pruning decisions, the dashboard's learning-curve figure.
 
     python bench/bench_overhead.py [--n-trials 40] [--epochs 5]
-        [--storage sqlite|journal|postgresql] [--no-pruning] [--no-heartbeat]
+        [--storage sqlite|journal|postgresql] [--no-pruning | --pruner YAML] [--no-heartbeat]
 
 ``postgresql`` uses ``$BSTUNE_BENCH_PG`` (default the local server's ``test`` database) and a
 fresh study name. Database storages carry bstune's default heartbeat (every 60 s, and a check
@@ -41,12 +41,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--storage", choices=["sqlite", "journal", "postgresql"], default="sqlite")
     ap.add_argument("--no-pruning", action="store_true", help="pruner: none")
+    ap.add_argument("--pruner", help="a pruner section in YAML, e.g. '{name: median}'")
     ap.add_argument("--no-heartbeat", action="store_true", help="study.heartbeat_interval: null")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = yaml.safe_load(Path(args.study).read_text())
     if args.no_pruning:
         data["pruner"] = {"name": "none"}
+    elif args.pruner:
+        data["pruner"] = yaml.safe_load(args.pruner)
     if args.no_heartbeat:
         data["study"] = {**data.get("study", {}), "heartbeat_interval": None}
     cfg = parse_study(data, source=args.study).with_training(epochs=args.epochs)
@@ -75,7 +78,8 @@ def main() -> None:
     engine_s = objective.engine_seconds - objective.report_seconds - calibration_s
     print(f"study: {args.study} ({len(cfg.objectives)} objectives, {cfg.sampler.name} sampler), "
           f"{args.epochs} epochs per trial, {args.storage} storage, pruner "
-          f"{'none' if args.no_pruning else cfg.pruner.name}")  # fmt: skip
+          f"{'none' if args.no_pruning else cfg.pruner.name}"
+          f"{' + keep_front' if getattr(cfg.pruner, 'keep_front', False) else ''}")  # fmt: skip
     print(f"trials: {len(summary.trials)}; wall {wall:.2f} s; inside trials {trial_s:.2f} s; "
           f"inside the engine {engine_s:.2f} s")  # fmt: skip
     n = len(summary.trials)

@@ -191,19 +191,9 @@ class TrainingConfig(_Config):
     @field_validator("threads", mode="before")
     @classmethod
     def _thread_count(cls, v: Any) -> int | str:
-        from bstune._threads import available_cores
+        from bstune._threads import check_threads
 
-        cores = available_cores()
-        if v == "auto":
-            return "auto"
-        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= cores:
-            return v
-        if isinstance(v, str) and v.strip().isdigit() and 1 <= int(v) <= cores:
-            return int(v)  # --threads on the command line
-        raise ValueError(
-            f"expected auto or a whole number of threads from 1 to {cores} (the cores this "
-            f"process may use), got {v!r}"
-        )
+        return check_threads(v)
 
     @field_validator("device")
     @classmethod

@@ -33,6 +33,7 @@ from bstune._threads import (
     CpuUse,
     ThreadPolicy,
     calibrate,
+    check_threads,
     disturbance,
     sole_run,
 )
@@ -188,8 +189,8 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
     """Train ``spec`` and measure it. ``on_epoch`` may raise (e.g. to prune) to stop the run.
 
     Raises:
-        ConfigError: the batch size exceeds the training split, or the device or precision
-            cannot be used here.
+        ConfigError: the batch size exceeds the training split, the device or precision
+            cannot be used here, or ``threads`` is neither ``auto`` nor 1..cores.
     """
     hp = spec.hparams
     device = resolve_device(spec.device)
@@ -199,6 +200,7 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
         raise ConfigError(
             f"batch_size {hp.batch_size} is larger than the training split ({n} examples)"
         )
+    _check_threads(spec)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     with sole_run() as alone:
@@ -245,7 +247,11 @@ def _train(
         new_batch, stepper.lr_scale = schedule_at(hp, epoch - 1)
         if new_batch != batch or epoch == 1:
             t0 = time.perf_counter()
-            calibrator = _calibrator(stepper, data.train, new_batch, spec.seed) if cpu else None
+            left = spec.epochs - epoch + 1  # the steps this batch size may run for, at most
+            run_steps = left * _steps_per_epoch(n, new_batch, spec.drop_last)
+            calibrator = (
+                _calibrator(stepper, data.train, new_batch, spec.seed, run_steps) if cpu else None
+            )
             policy.choose(new_batch, calibrator)
             calibration_s += time.perf_counter() - t0
         since_change = since_change + 1 if new_batch == batch else 0
@@ -313,6 +319,13 @@ def _train(
     )
 
 
+def _check_threads(spec: RunSpec) -> None:
+    try:
+        check_threads(spec.threads)
+    except ValueError as e:
+        raise ConfigError(f"threads: {e}") from None
+
+
 def _load_avg() -> float | None:
     try:
         return os.getloadavg()[0]
@@ -321,11 +334,12 @@ def _load_avg() -> float | None:
 
 
 def _calibrator(
-    stepper: _Stepper, train: Split | StreamSplit, batch_size: int, seed: int
+    stepper: _Stepper, train: Split | StreamSplit, batch_size: int, seed: int, run_steps: int
 ) -> Callable[[Sequence[int]], int] | None:
     """The thread calibration of this run's step at ``batch_size``: steps of copies of its
     model and optimizer on random batches of the training split, the run's random state
-    untouched (None for a streamed split: its batches are not ours to draw)."""
+    untouched, costing about 3% of the ``run_steps`` it is for (see ``calibrate``); None for a
+    streamed split: its batches are not ours to draw."""
     if isinstance(train, StreamSplit):
         return None
 
@@ -342,7 +356,7 @@ def _calibrator(
                 idx = torch.randint(0, n, (batch_size,), generator=draws)
                 twin_stepper(train.x.index_select(0, idx), train.y.index_select(0, idx))
 
-            return calibrate(step, counts, torch.set_num_threads)
+            return calibrate(step, counts, torch.set_num_threads, run_steps=run_steps)
 
     return run
 
@@ -561,6 +575,7 @@ def measure_steps(spec: RunSpec, steps: int = 5, min_time_s: float = 0.2) -> Ste
         )
     if isinstance(train_split, StreamSplit):
         raise ConfigError("measure_steps needs a data set held as tensors, not a stream")
+    _check_threads(spec)
     device = resolve_device(spec.device)
     amp_dtype = _autocast_dtype(spec.precision, device)
     if device.type == "cuda":
@@ -612,8 +627,11 @@ def _timed_steps(
     b = stepper.hp.batch_size
     try:
         # the probe's model is its own: calibrate on it (its state changes nothing measured)
-        policy.choose(b, lambda counts: calibrate(lambda: stepper(*batch(2)), counts,
-                                                  torch.set_num_threads))  # fmt: skip
+        def calibrator(counts: Sequence[int]) -> int:
+            step = lambda: stepper(*batch(2))  # noqa: E731
+            return calibrate(step, counts, torch.set_num_threads, budget_s=(0.2, 0.2))
+
+        policy.choose(b, calibrator)
         clock = Stopwatch(device)
         times: list[float] = []
         reading = CpuReading.now()

@@ -44,6 +44,7 @@ __all__ = [
     "available_cores",
     "calibrate",
     "candidates",
+    "check_threads",
     "choosing_seconds",
     "core_share",
     "disturbance",
@@ -66,6 +67,26 @@ def set_core_share(cores: int | None) -> None:
     """Cap the cores every run of this process may use (a ``--n-jobs`` worker's share)."""
     global _share
     _share = cores
+
+
+def check_threads(value: object) -> int | str:
+    """``value`` as a ``threads`` setting — ``auto``, or a whole number from 1 to the cores this
+    process may use (a numeric string too, as a command line gives it).
+
+    Raises:
+        ValueError: anything else, saying what is expected.
+    """
+    cores = available_cores()
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= cores:
+        return value
+    raise ValueError(
+        f"expected auto or a whole number of threads from 1 to {cores} (the cores this process "
+        f"may use), got {value!r}"
+    )
 
 
 def core_share() -> int:
@@ -236,30 +257,50 @@ def calibrate(
     step: Callable[[], object],
     counts: Sequence[int],
     set_threads: Callable[[int], None],
-    rounds: int = 5,
-    block_s: float = 0.02,
+    run_steps: int | None = None,
+    share: float = 0.03,
+    budget_s: tuple[float, float] = (0.03, 0.5),
 ) -> int:
-    """The fastest of ``counts`` for ``step`` (one training step, on copies): a warm-up step at
-    each, then ``rounds`` rounds alternating between them (so a slow spell hits all), each a
-    block of steps of at least ``block_s``; the median seconds per step decides, and a count
-    within 3% of a smaller one loses to it."""
+    """The fastest of ``counts`` for ``step`` (one training step, on copies).
+
+    Two warm-up steps at each count (the second timed), then rounds alternating between the
+    counts, so that a slow spell of the machine hits all of them: at each count one step to
+    settle the thread team after the switch, then two steps timed one by one. Rounds go on for
+    the budget — ``share`` of the run's time (``run_steps`` × the fastest warm-up step) within
+    ``budget_s`` (least, most), or the most where ``run_steps`` is None — and 40 rounds at most.
+    Where even one round does not fit the budget, the warm-up's timings decide. The median
+    seconds per step decides, and a count within 3% of a smaller one loses to it.
+    """
     if len(counts) == 1:
         return counts[0]
     per_step: dict[int, list[float]] = {n: [] for n in counts}
-    block_steps = dict.fromkeys(counts, 1)
+    warm: dict[int, float] = {}
+    began = time.perf_counter()
     for n in counts:  # warm-up: the thread pool, the allocator, the optimizer state
         set_threads(n)
         step()
         start = time.perf_counter()
         step()
-        block_steps[n] = max(1, math.ceil(block_s / max(time.perf_counter() - start, 1e-6)))
-    for _ in range(rounds):
+        warm[n] = max(time.perf_counter() - start, 1e-6)
+    low, high = budget_s
+    budget = (
+        high if run_steps is None else min(high, max(low, share * run_steps * min(warm.values())))
+    )
+    one_round = 3 * sum(warm.values())
+    if one_round > budget - (time.perf_counter() - began):
         for n in counts:
-            set_threads(n)
-            start = time.perf_counter()
-            for _ in range(block_steps[n]):
-                step()
-            per_step[n].append((time.perf_counter() - start) / block_steps[n])
+            per_step[n].append(warm[n])
+    else:
+        for _ in range(40):
+            if time.perf_counter() - began + one_round > budget:
+                break
+            for n in counts:
+                set_threads(n)
+                step()  # the team settles after the switch
+                for _ in range(2):
+                    start = time.perf_counter()
+                    step()
+                    per_step[n].append(time.perf_counter() - start)
     best = min(counts)
     for n in sorted(counts):
         if _median(per_step[n]) < _median(per_step[best]) * 0.97:

@@ -435,7 +435,7 @@ def _run_workers(args: argparse.Namespace, cfg: Any, study: Any, url: str, n_tri
 def _print_summary(summary: Any, cfg: Any) -> None:
     import optuna
 
-    from bstune._metrics import UNITS
+    from bstune._metrics import ATTR, UNITS
     from bstune._study import best_rows
 
     study = summary.study
@@ -446,6 +446,13 @@ def _print_summary(summary: Any, cfg: Any) -> None:
     print(f"\n{n} trial{'s' * (n != 1)}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for number, message in summary.failures:
         print(f"  trial {number} failed: {message}")
+    disturbed = [
+        t.number for t in summary.trials if t.user_attrs.get(f"{ATTR}metrics", {}).get("disturbed")
+    ]
+    if disturbed:
+        print(f"  {len(disturbed)} timed while other processes disturbed them (trials "
+              f"{', '.join(map(str, disturbed[:10]))}{', ...' * (len(disturbed) > 10)}): their "
+              f"times are not this machine's undisturbed ones; see bstune report")  # fmt: skip
     rows = best_rows(study, cfg.objectives)
     title = "best trials" if len(cfg.objectives) == 1 else "Pareto front"
     print(f"\n{title} of study {study.study_name!r} ({len(study.trials)} trials stored):")

@@ -385,3 +385,14 @@ def test_the_probe_s_spread_reaches_the_report(tmp_path: Path) -> None:
     got = read_probe_throughput(path)
     assert (got[64].low, got[64].median, got[64].high) == (45e3, 50e3, 55e3)
     assert got[128].low == got[128].high == 90e3
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, "many", True, 10_000])
+def test_the_engine_refuses_bad_thread_counts(digits, value) -> None:
+    from bstune import ConfigError
+
+    spec = RunSpec(digits, MLP, Hyperparams(batch_size=64), epochs=1, device="cpu", threads=value)
+    with pytest.raises(ConfigError, match="threads: expected auto or a whole number"):
+        train(spec)
+    with pytest.raises(ConfigError, match="threads: expected auto"):
+        measure_steps(spec)
