@@ -132,15 +132,7 @@ def noise_report(
     scored = [r for r in rows if r.goodput is not None]
     best = max(scored, key=lambda r: r.goodput or 0.0) if scored else None
     tied = _tied(best, scored)
-    reasoning = _reasoning(b_noise, low, high, len(scales), rows, best, source, done, front)
-    if tied and best is not None:
-        names = " and ".join(str(b) for b in [best.batch_size, *tied])
-        reasoning.insert(
-            2 if len(reasoning) > 2 else len(reasoning),
-            f"No significant difference between {names} in goodput: the middle halves of "
-            f"their measured throughput, times their efficiency, overlap — the measurements "
-            f"cannot separate them; choose among them by the other objectives.",
-        )
+    reasoning = _reasoning(b_noise, low, high, len(scales), rows, best, tied, source, done, front)
     return NoiseReport(b_noise, low, high, len(scales), source, rows,
                        best.batch_size if best else None, reasoning, tied)  # fmt: skip
 
@@ -183,6 +175,7 @@ def _reasoning(
     n: int,
     rows: Sequence[BatchSizeAdvice],
     best: BatchSizeAdvice | None,
+    tied: Sequence[int],
     source: str,
     done: Sequence[TrialRow],
     front: Sequence[TrialRow],
@@ -210,13 +203,24 @@ def _reasoning(
             f"{r.batch_size}: {r.throughput:,.0f} × {r.efficiency:.2f} = {r.goodput:,.0f}"
             for r in alternatives
         )
-        out.append(
-            f"Recommended batch size {best.batch_size}: the highest goodput (throughput × "
-            f"efficiency, from {what}): {best.throughput:,.0f} samples/s × "
+        measured = (
+            f"(throughput × efficiency, from {what}): {best.throughput:,.0f} samples/s × "
             f"{best.efficiency:.2f} = {best.goodput:,.0f}"
             + (f" (next: {others})" if others else "")
-            + "."
         )
+        if tied:
+            sizes = [best.batch_size, *sorted(tied)]
+            names = ", ".join(map(str, sizes[:-1])) + f" and {sizes[-1]}"
+            out.append(
+                f"No significant difference between {names} in goodput: the middle halves of "
+                f"their measured throughput, times their efficiency, overlap, so the "
+                f"measurements cannot separate them — choose among them by the other "
+                f"objectives. Highest measured, not significantly: {best.batch_size} {measured}."
+            )
+        else:
+            out.append(
+                f"Recommended batch size {best.batch_size}: the highest goodput {measured}."
+            )
     else:
         out.append("No throughput measured: run `bstune probe --format json` and pass --probe.")
     out += _agreement(b_noise, done, front)
