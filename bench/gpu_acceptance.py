@@ -353,7 +353,20 @@ def main() -> int:
             f"torch {torch.__version__}, CUDA {torch.version.cuda}, bstune "
             f"{bstune.__version__}; command: `python bench/gpu_acceptance.py "
             f"{' '.join(sys.argv[1:])}`", ""]  # fmt: skip
-    folder = Path(tempfile.mkdtemp(prefix="bstune-gpu-"))
+    with tempfile.TemporaryDirectory(prefix="bstune-gpu-") as tmp:
+        sections = run_checks(plan, Path(tmp), skip)
+    total = time.perf_counter() - started
+    summary = ", ".join(f"{s.title.split('.')[0]} {s.status}" for s in sections)
+    text = "\n".join(head + [f"Checks: {summary}; {total:.0f} s in all.", ""]
+                     + [f"## {s.title} — {s.status}\n\n" + "\n".join(s.lines) + "\n"
+                        for s in sections])  # fmt: skip
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(text)
+    return 1 if any(s.status == "FAILED" for s in sections) else 0
+
+
+def run_checks(plan: Plan, folder: Path, skip: set[int]) -> list[Section]:
+    """Every check not skipped, in order; one that raises is a FAILED section, not the end."""
     checks: list[Callable[[], Section]] = [
         lambda: check_precisions(plan, folder),
         lambda: check_memory(plan),
@@ -375,14 +388,7 @@ def main() -> int:
         section.lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
         sections.append(section)
         print(f"{section.title}: {section.status}", file=sys.stderr, flush=True)
-    total = time.perf_counter() - started
-    summary = ", ".join(f"{s.title.split('.')[0]} {s.status}" for s in sections)
-    text = "\n".join(head + [f"Checks: {summary}; {total:.0f} s in all.", ""]
-                     + [f"## {s.title} — {s.status}\n\n" + "\n".join(s.lines) + "\n"
-                        for s in sections])  # fmt: skip
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
-    return 1 if any(s.status == "FAILED" for s in sections) else 0
+    return sections
 
 
 if __name__ == "__main__":
