@@ -350,7 +350,7 @@ class ThreadPolicy:
     ``set_threads`` applies a count (``torch.set_num_threads``); ``choices`` remembers
     calibrations by :func:`thread_key` (default: this process's memory); :meth:`choose` takes a
     ``calibrator(counts) -> fastest`` for the run's model and batch size. ``seconds`` holds how
-    long each count was in force, ``calibrated`` what this run measured.
+    long each count was in force since the first :meth:`choose`.
     """
 
     def __init__(
@@ -366,7 +366,6 @@ class ThreadPolicy:
         self.current = self.cap if self.auto else int(threads)
         self.choices: MutableMapping[str, int] = _CHOICES if choices is None else choices
         self.n_params = n_params
-        self.calibrated: dict[str, int] = {}
         self.seconds: dict[int, float] = {}
         self._set_threads = set_threads
         self._since = time.perf_counter()
@@ -398,7 +397,7 @@ class ThreadPolicy:
                 key = thread_key(self.n_params, batch_size, free)
                 known = self.choices.get(key)
                 if known is None or known not in counts:
-                    known = self.choices[key] = self.calibrated[key] = calibrator(counts)
+                    known = self.choices[key] = calibrator(counts)
                 chosen = known
             self._apply(chosen)
         else:
@@ -426,7 +425,8 @@ class ThreadPolicy:
 
     def _apply(self, n: int) -> None:
         now = time.perf_counter()
-        self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self._since
+        if self._applied is not None:  # the time before the first choice is no count's
+            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self._since
         self._since = now
         if n != self._applied:
             self._set_threads(n)
@@ -434,9 +434,9 @@ class ThreadPolicy:
         self.current = n
 
     def main_count(self) -> int:
-        """The count in force longest."""
+        """The count in force longest (the current one before any choice)."""
         self._apply(self.current)
-        return max(self.seconds, key=lambda n: self.seconds[n])
+        return max(self.seconds, key=lambda n: self.seconds[n], default=self.current)
 
 
 def disturbance(use: CpuUse, threads: int, cap: int, cores: int, cpu_device: bool) -> str | None:
