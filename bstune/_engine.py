@@ -13,7 +13,6 @@ import copy
 import math
 import os
 import statistics
-import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,21 +238,19 @@ def _train(
     )  # fmt: skip
     curves: list[EpochStats] = []
     peak_bytes, train_time, diverged = 0, 0.0, None
-    calibration_s, use = 0.0, CpuUse(0.0, 0.0, 0.0, 0.0)
+    use = CpuUse(0.0, 0.0, 0.0, 0.0)
     batch, since_change = hp.batch_size, -1  # epochs at this batch size before this one
     for epoch in range(1, spec.epochs + 1):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         new_batch, stepper.lr_scale = schedule_at(hp, epoch - 1)
         if new_batch != batch or epoch == 1:
-            t0 = time.perf_counter()
             left = spec.epochs - epoch + 1  # the steps this batch size may run for, at most
             run_steps = left * _steps_per_epoch(n, new_batch, spec.drop_last)
             calibrator = (
                 _calibrator(stepper, data.train, new_batch, spec.seed, run_steps) if cpu else None
             )
             policy.choose(new_batch, calibrator)
-            calibration_s += time.perf_counter() - t0
         since_change = since_change + 1 if new_batch == batch else 0
         batch = new_batch
         measure_at = _measure_at(since_change + 1, n, batch)
@@ -315,7 +312,7 @@ def _train(
         load_others=use.others,
         load_avg=_load_avg(),
         disturbed=disturbance(use, threads, policy.cap, policy.cores, cpu),
-        calibration_s=calibration_s,
+        calibration_s=policy.choosing_s,
     )
 
 
@@ -494,8 +491,8 @@ def _train_epoch(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     measure_at: int,
     device: torch.device,
-    policy: ThreadPolicy | None = None,
-    batch_size: int = 0,
+    policy: ThreadPolicy,
+    batch_size: int,
 ) -> _EpochOutcome:
     """One pass over ``batches``; on a non-CUDA device step ``measure_at`` runs under
     :class:`LiveTensorMemory`. Every few steps the thread ``policy`` re-reads the load."""
@@ -512,7 +509,7 @@ def _train_epoch(
         samples, steps = samples + len(yb), i + 1
         if steps % _CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
             break
-        if policy is not None and policy.due():
+        if policy.due():
             policy.recheck(batch_size)
     if not torch.isfinite(loss_sum):
         reason = f"non-finite training loss ({loss.item()})"

@@ -159,7 +159,7 @@ def probe(
 
     def fits(b: int) -> bool:
         row, measured = _run(cfg, data, replace(hp, batch_size=b), steps, isolated)
-        for _ in range(remeasure):  # a disturbed timing: measure again, keep the better
+        for _ in range(remeasure):  # a disturbed timing: measure again, keep the new one
             if measured is None or measured.disturbed is None:
                 break
             again, measured_again = _run(cfg, data, replace(hp, batch_size=b), steps, isolated)

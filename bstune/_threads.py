@@ -31,6 +31,7 @@ import contextlib
 import functools
 import math
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "core_share",
     "disturbance",
     "free_threads",
+    "merge_choices",
     "set_core_share",
     "sole_run",
     "thread_key",
@@ -303,14 +305,9 @@ def calibrate(
                     per_step[n].append(time.perf_counter() - start)
     best = min(counts)
     for n in sorted(counts):
-        if _median(per_step[n]) < _median(per_step[best]) * 0.97:
+        if statistics.median(per_step[n]) < statistics.median(per_step[best]) * 0.97:
             best = n
     return best
-
-
-def _median(xs: Sequence[float]) -> float:
-    s = sorted(xs)
-    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
 
 
 _last_reading = [CpuReading.now()]  # this process's latest reading, shared by its runs
@@ -350,7 +347,8 @@ class ThreadPolicy:
     ``set_threads`` applies a count (``torch.set_num_threads``); ``choices`` remembers
     calibrations by :func:`thread_key` (default: this process's memory); :meth:`choose` takes a
     ``calibrator(counts) -> fastest`` for the run's model and batch size. ``seconds`` holds how
-    long each count was in force since the first :meth:`choose`.
+    long each count was in force since the first :meth:`choose`, ``choosing_s`` how long its
+    choices took (readings and calibrations).
     """
 
     def __init__(
@@ -367,6 +365,7 @@ class ThreadPolicy:
         self.choices: MutableMapping[str, int] = _CHOICES if choices is None else choices
         self.n_params = n_params
         self.seconds: dict[int, float] = {}
+        self.choosing_s = 0.0
         self._set_threads = set_threads
         self._since = time.perf_counter()
         self._due = math.inf
@@ -403,7 +402,9 @@ class ThreadPolicy:
         else:
             self._apply(self.current)
         self._due = time.perf_counter() + CHECK_EVERY_S
-        _spent[0] += self._due - CHECK_EVERY_S - started
+        took = self._due - CHECK_EVERY_S - started
+        self.choosing_s += took
+        _spent[0] += took
         return self.current
 
     def due(self) -> bool:
