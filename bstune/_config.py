@@ -7,6 +7,7 @@ once, each naming the key, what was given and what is expected, as one :class:`C
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from math import log2
@@ -23,11 +24,14 @@ from pydantic import (
     model_validator,
 )
 
+from bstune._secrets import mask_value
+
 __all__ = [
     "FLOAT_PARAMS",
     "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
+    "STORAGE_VARIABLES",
     "BatchScheduleSpace",
     "BatchSizeRange",
     "BudgetConfig",
@@ -52,6 +56,9 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "grow_batch", "decay_lr")
 DATASETS = ("mnist", "fashion_mnist", "digits", "synthetic")
 BUILTIN_MODELS = ("mlp", "cnn")
+# Where a storage URL may come from besides --storage and the study file, first match wins.
+STORAGE_VARIABLES = ("BSTUNE_STORAGE", "OPTUNA_STORAGE")
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # The search space's float parameters: each a range, or one number that pins it.
 FLOAT_PARAMS = (
     "lr", "momentum", "beta1", "beta2", "weight_decay", "dropout", "label_smoothing",
@@ -116,10 +123,10 @@ class StudySection(_Config):
     @field_validator("storage")
     @classmethod
     def _storage_is_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", v):
+        if v is not None and not _URL.match(v):
             raise ValueError(
                 f"expected a database URL such as sqlite:///study.db or "
-                f"postgresql://user@host/db, got {v!r}"
+                f"postgresql://user@host/db, got {mask_value(v)!r}"
             )
         return v
 
@@ -541,7 +548,23 @@ class StudyConfig(_Config):
 
     @property
     def storage_url(self) -> str:
-        """The study's storage: as given, or ``<file stem>.db`` beside the study file."""
+        """The study's storage: ``$BSTUNE_STORAGE``, else Optuna's ``$OPTUNA_STORAGE``, else
+        ``study.storage``, else ``<file stem>.db`` beside the study file. (A command's
+        ``--storage`` comes before all of these.) The environment keeps a password out of the
+        study file and off command lines.
+
+        Raises:
+            ConfigError: the variable that is used does not hold a URL.
+        """
+        for var in STORAGE_VARIABLES:
+            value = os.environ.get(var, "").strip()
+            if value:
+                if not _URL.match(value):
+                    raise ConfigError(
+                        f"${var}: expected a database URL such as sqlite:///study.db or "
+                        f"postgresql://user@host/db, got {mask_value(value)!r}"
+                    )
+                return value
         if self.study.storage:
             return self.study.storage
         stem = Path(self.source) if self.source else Path("bstune.yaml")

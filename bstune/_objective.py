@@ -164,6 +164,7 @@ class Objective:
         self.report_seconds = 0.0  # of which reporting and pruning decisions
         self.before_trial: Callable[[], None] | None = None  # e.g. refresh the curves figure
         self.interrupted: list[int] = []  # numbers of the trials a signal stopped
+        self.trial_attrs: dict[str, Any] = {}  # set on each trial as it starts (worker tags)
         self.stop_signal: int | None = None  # set by run_study when SIGINT or SIGTERM arrives
         self.thread_choices: dict[str, int] = {}  # calibrations, kept in the study
         self._threads_read = False
@@ -216,6 +217,8 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float | list[float]:
+        for key, value in self.trial_attrs.items():
+            trial.set_user_attr(key, value)
         if self.before_trial is not None:
             self.before_trial()
         sampled = suggest(trial, self.space, self.prefix)
@@ -291,7 +294,6 @@ class Objective:
             raise optuna.TrialPruned(result.diverged)
         values = objective_values(result, self.objectives)
         return values[0] if len(values) == 1 else values
-
 
     def _known_threads(self, trial: optuna.Trial) -> set[str]:
         """The calibrations known before this trial: the study's, read once per process."""

@@ -10,14 +10,15 @@ nothing; only a power cut or OS crash can lose the last commits, never corrupt t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
-import re
 import signal
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from bstune._config import ConfigError, StudyConfig, StudySection, check_batch_s
 from bstune._curves import CurvesRefresher
 from bstune._metrics import ATTR, DIRECTIONS
 from bstune._pruning import KeepFront
+from bstune._secrets import mask_passwords, mask_url, scrub
 
 if TYPE_CHECKING:
     from bstune._objective import Objective
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Interrupted",
     "OptimizeSummary",
+    "abandon",
+    "checkpoint_sqlite",
+    "is_read_only",
     "load_existing_study",
     "make_pruner",
     "make_sampler",
@@ -52,9 +57,12 @@ __all__ = [
 ]
 
 
-def open_storage(url: str, liveness: StudySection | None = None) -> BaseStorage:
+def open_storage(
+    url: str, liveness: StudySection | None = None, read_only: bool = False
+) -> BaseStorage:
     """An Optuna storage for ``url``; with ``liveness`` (a study file's ``study:`` section),
     database storages carry its heartbeat, grace period and retries of dead workers' trials.
+    ``read_only`` opens a SQLite file for reading only (it may lie on a read-only file system).
 
     Raises:
         ConfigError: the URL's scheme is unknown, its driver is missing, or it cannot be opened.
@@ -73,21 +81,84 @@ def open_storage(url: str, liveness: StudySection | None = None) -> BaseStorage:
             return optuna.storages.JournalStorage(JournalFileBackend(path))
         except OSError as e:
             raise ConfigError(f"storage {url}: cannot open the journal file ({e})") from None
+    _refuse_memory(url)
+    rdb_url = _read_only_url(url) if read_only and url.startswith("sqlite") else url
     try:
-        storage = _open_rdb(url, _heartbeat_args(liveness))
+        storage = _open_rdb(rdb_url, _heartbeat_args(liveness))
     except ImportError:
         raise ConfigError(
             f"storage {mask_url(url)}: its database driver is not installed; for postgresql:// "
             f"install bstune[postgres], for MySQL use mysql+pymysql:// with bstune[mysql]"
         ) from None
     except SQLAlchemyError as e:
-        reason = _scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
+        reason = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
         raise ConfigError(
             f"storage {mask_url(url)}: cannot open it ({reason}); {expected}"
         ) from None
     if url.startswith("sqlite"):
-        _sqlite_wal(storage)
+        _sqlite_wal(storage, writable=rdb_url == url)
     return storage
+
+
+def _refuse_memory(url: str) -> None:
+    """An in-memory SQLite database ends with the process that made it: useless to a command,
+    and Optuna's error for it (StorageInternalError) says nothing of the kind."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url.startswith("sqlite"):
+        return
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return  # reported when it is opened
+    if not database or database == ":memory:" or "mode=memory" in url:
+        raise ConfigError(
+            f"storage {url}: an in-memory SQLite database is lost when the command ends; "
+            f"expected a file, e.g. sqlite:///study.db"
+        )
+
+
+def _read_only_url(url: str) -> str:
+    """``sqlite:///path`` as a URI that SQLite opens read-only.
+
+    A file in WAL mode needs its ``-shm`` index to be read, which a read-only file system
+    cannot create; there, with no write-ahead log waiting beside it (bstune checkpoints it when
+    a run ends), the file cannot change under the reader and is opened ``immutable``.
+    """
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    path = os.path.abspath(make_url(url).database or "")
+    wal = Path(f"{path}-wal")
+    pending = wal.is_file() and wal.stat().st_size > 0
+    frozen = not os.access(os.path.dirname(path), os.W_OK) and not pending
+    mode = "immutable=1" if frozen and not Path(f"{path}-shm").is_file() else "mode=ro"
+    return f"sqlite:///file:{quote(path)}?{mode}&uri=true"
+
+
+# SQLite engines bstune opened, checkpointed when a run ends and when the process exits.
+_SQLITE_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def checkpoint_sqlite() -> None:
+    """Copy what sits in the write-ahead log of every SQLite file bstune opened back into the
+    file (``PRAGMA wal_checkpoint(TRUNCATE)``), so that copying the ``.db`` alone copies every
+    trial. Waits at most 2 s for another process's reader; a busy file is left as it is (its
+    log is still safe beside it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for engine in list(_SQLITE_ENGINES):
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA busy_timeout=2000")
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except SQLAlchemyError:
+            pass
+
+
+atexit.register(checkpoint_sqlite)
 
 
 def _heartbeat_args(liveness: StudySection | None) -> dict[str, Any]:
@@ -155,48 +226,21 @@ def _folder_lock(folder: str) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
+def _sqlite_wal(storage: optuna.storages.RDBStorage, writable: bool = True) -> None:
     from sqlalchemy import event
 
     def pragmas(conn: Any, _record: Any) -> None:
         cursor = conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        if writable:  # the journal mode is kept in the file: a reader need not set it
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")  # processes sharing the file wait, not fail
         cursor.close()
 
     event.listen(storage.engine, "connect", pragmas)
     storage.engine.dispose()  # connections opened before the listener are replaced
-
-
-def _scrub(text: str, url: str) -> str:
-    """``text`` with the password of ``url``, if it has one, replaced by ``***``."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        password = make_url(url).password
-    except Exception:
-        return text
-    return text.replace(str(password), "***") if password else text
-
-
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
-
-
-def mask_passwords(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` URL in it masked."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return mask_passwords(url)
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
+    if writable:
+        _SQLITE_ENGINES.add(storage.engine)
 
 
 def make_sampler(
@@ -337,24 +381,31 @@ def _resume_seed(seed: int, stored: int) -> int:
     return int(np.random.SeedSequence([seed, stored]).generate_state(1)[0])
 
 
-def load_existing_study(url: str, name: str) -> optuna.Study:
+def load_existing_study(url: str, name: str, read_only: bool | None = None) -> optuna.Study:
     """The stored study ``name`` in ``url``, for reading (report, dashboard); never creates one.
+
+    A SQLite file is opened read-only when ``read_only`` says so, or (None) when it cannot be
+    written — on a read-only file system, say; :func:`is_read_only` tells which it was.
 
     Raises:
         ConfigError: no such database file, or no such study in it.
     """
     from sqlalchemy.engine import make_url
 
+    _refuse_memory(url)
     if url.startswith("sqlite"):
         database = make_url(url).database
-        if database and database != ":memory:" and not Path(database).is_file():
+        if database and not Path(database).is_file():
             raise ConfigError(
                 f"storage {url}: no such database file; run `bstune optimize` first, or give "
                 f"the study's database with --storage"
             )
+        if read_only is None and database:
+            folder = os.path.dirname(os.path.abspath(database))
+            read_only = not (os.access(database, os.W_OK) and os.access(folder, os.W_OK))
     if url.startswith("journal:///") and not Path(url.removeprefix("journal:///")).is_file():
         raise ConfigError(f"storage {url}: no such journal file; run `bstune optimize` first")
-    storage = open_storage(url)
+    storage = open_storage(url, read_only=bool(read_only) and url.startswith("sqlite"))
     names = optuna.get_all_study_names(storage)
     if name not in names:
         stored = ", ".join(repr(n) for n in names) or "none"
@@ -362,7 +413,17 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
             f"no study {name!r} in {mask_url(url)} (studies there: {stored}); run "
             f"`bstune optimize` first, or name one with --study-name"
         )
-    return optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    _READ_ONLY[study] = bool(read_only) and url.startswith("sqlite")
+    return study
+
+
+_READ_ONLY: weakref.WeakKeyDictionary[optuna.Study, bool] = weakref.WeakKeyDictionary()
+
+
+def is_read_only(study: optuna.Study) -> bool:
+    """Whether :func:`load_existing_study` opened ``study`` for reading only."""
+    return _READ_ONLY.get(study, False)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -443,6 +504,7 @@ def run_study(
         objective.before_trial = figure.maybe_refresh
     before = started_trials(study)
     objective.stop_signal = None
+    objective.interrupted.clear()  # an earlier call's were queued again by that call
 
     def stop_if_signalled(study: optuna.Study, _trial: FrozenTrial) -> None:
         if objective.stop_signal is not None:
@@ -465,10 +527,13 @@ def run_study(
     if objective.stop_signal is not None:
         interrupted = signal.Signals(objective.stop_signal).name
         _requeue(study, objective.interrupted)
-    if figure is not None:
-        figure.refresh()
-    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        save_report_figures(study)
+    try:
+        if figure is not None:
+            figure.refresh()
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            save_report_figures(study)
+    finally:
+        checkpoint_sqlite()  # a copy of the .db alone then holds every trial
     return OptimizeSummary(study, trials_since(study, before), interrupted)
 
 
@@ -492,6 +557,24 @@ def _requeue(study: optuna.Study, numbers: Sequence[int]) -> None:
     for t in study.get_trials(deepcopy=False):
         if t.number in numbers:
             study.enqueue_trial(t.params, user_attrs={f"{ATTR}retry_of": t.number})
+
+
+def abandon(study: optuna.Study, trials: Sequence[FrozenTrial], reason: str) -> list[int]:
+    """Fail the trials among ``trials`` still RUNNING though their process is gone (a killed
+    worker), recording ``reason``, and queue their parameters so that they run again; their
+    numbers."""
+    from bstune._optuna_private import fail_running_trial
+
+    lost = []
+    for t in trials:
+        current = study.get_trials(deepcopy=False)[t.number]
+        if current.state != TrialState.RUNNING:
+            continue
+        fail_running_trial(study, current, reason)
+        if current.params:
+            study.enqueue_trial(current.params, user_attrs={f"{ATTR}retry_of": current.number})
+        lost.append(current.number)
+    return lost
 
 
 def save_report_figures(study: optuna.Study) -> None:

@@ -7,8 +7,11 @@ a seed of its own (``seed + I``, so workers do not sample the same sequence), a 
 (``cores // K`` threads, at least one), so K workers never oversubscribe them.
 
 The supervisor starts them in their own session, so a Ctrl-C at the terminal reaches it alone;
-it passes SIGINT or SIGTERM on to every worker once, and waits: each ends its running trial
-cleanly (recorded, queued again for the next run) and exits.
+it passes SIGINT or SIGTERM on to every worker, and waits: each ends its running trial cleanly
+(recorded, queued again for the next run) and exits; a second Ctrl-C kills them at once. The
+storage URL reaches the workers in their environment (``BSTUNE_STORAGE``), never on their
+command lines, which any user of the machine can read. Workers die with the supervisor, and one
+killed from outside is started again for the trials it still owed.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["WorkerSlot", "cpu_cores", "run_workers", "shares", "worker_command", "worker_slot"]
+__all__ = [
+    "MAX_RESTARTS", "WorkerSlot", "cpu_cores", "run_workers", "shares", "worker_command",
+    "worker_slot",
+]  # fmt: skip
 
 
 def cpu_cores() -> int:
@@ -55,27 +62,89 @@ def worker_slot(index: int, count: int, device: str, cuda_devices: int) -> Worke
     return WorkerSlot(index, count, own, max(1, cpu_cores() // count))
 
 
-def run_workers(commands: Sequence[Sequence[str]]) -> tuple[list[int], str | None]:
+# A worker that dies of a signal the supervisor did not send (the kernel's out-of-memory
+# killer, a stray ``kill -9``) is started again at most this many times per slot.
+MAX_RESTARTS = 3
+
+Restart = Callable[[int, int, int], "Sequence[str] | None"]
+"""``restart(index, pid, status)``: the command that starts worker ``index`` again after its
+process ``pid`` ended with ``status`` (killed, or an unexpected exit), or None to leave it."""
+
+
+def run_workers(
+    commands: Sequence[Sequence[str]],
+    env: Mapping[str, str] | None = None,
+    restart: Restart | None = None,
+    poll_s: float = 0.2,
+) -> tuple[list[int], str | None]:
     """Run the worker ``commands`` to the end; their exit statuses, and the signal (``SIGINT``,
-    ``SIGTERM``) that interrupted them, if one did."""
-    procs = [subprocess.Popen(list(c), start_new_session=True) for c in commands]  # noqa: S603
+    ``SIGTERM``) that interrupted them, if one did.
+
+    ``env`` is added to each worker's environment (the storage URL travels there, never on a
+    command line). Each worker dies with the supervisor (Linux's parent-death signal: SIGTERM,
+    which ends its running trial cleanly). The first SIGINT or SIGTERM is passed on to every
+    worker, which ends its trial cleanly; a second kills them at once. A worker that ends with
+    a status other than 0, 1 (its trials failed), 2 (bad input) or an interruption the
+    supervisor passed on is handed to ``restart``, which may start it again.
+    """
+    child_env = {**os.environ, **(env or {})}
+    procs = {i: _spawn(c, child_env) for i, c in enumerate(commands)}
+    codes: dict[int, int] = {}
     received: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
-        if received:
-            return  # once: the workers are already ending their trials
         received.append(signum)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
+        again = len(received) > 1  # a second Ctrl-C: end everything now
+        for i, p in procs.items():
+            if i not in codes and p.poll() is None:
+                p.send_signal(signal.SIGKILL if again else signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        codes = [p.wait() for p in procs]
+        while len(codes) < len(procs):
+            for i, p in procs.items():
+                code = p.poll() if i not in codes else None
+                if code is None:
+                    continue
+                expected = code in _NORMAL or (received and code in _INTERRUPTED)
+                if not expected and restart is not None and not received:
+                    again = restart(i, p.pid, code)
+                    if again is not None:
+                        procs[i] = _spawn(again, child_env)
+                        continue
+                codes[i] = code
+            time.sleep(poll_s)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    return codes, signal.Signals(received[0]).name if received else None
+    return [codes[i] for i in sorted(codes)], (
+        signal.Signals(received[0]).name if received else None
+    )
+
+
+_NORMAL = (0, 1, 2)  # done; its trials all failed; bad input (reported by the worker)
+_INTERRUPTED = (130, 143, -signal.SIGKILL)
+
+
+def _spawn(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    parent = os.getpid()
+    return subprocess.Popen(  # noqa: S603 - bstune's own command line
+        list(command), start_new_session=True, env=dict(env),
+        preexec_fn=lambda: _die_with(parent),
+    )  # fmt: skip
+
+
+def _die_with(parent: int) -> None:
+    """In a worker before it runs: SIGTERM when the supervisor dies (Linux), so a killed
+    supervisor leaves no workers behind; and if it is already gone, exit."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def worker_command(argv: Sequence[str], index: int, count: int, n_trials: int | None) -> list[str]:

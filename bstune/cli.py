@@ -256,17 +256,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    # SIGTERM ends a command as Ctrl-C does (a study's own handler ends its trial cleanly), so
+    # that what is open is closed and SQLite's write-ahead log is copied back into its file.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except Exception as e:
-        if not isinstance(e, _bad_input_errors()):
+        message = _bad_input(e)
+        if message is None:
             raise
-        print(f"bstune: error: {e}", file=sys.stderr)
+        print(f"bstune: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("bstune: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED["SIGINT"]
+        return EXIT_INTERRUPTED["SIGTERM" if isinstance(e, _Terminated) else "SIGINT"]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, outside a study's run."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise _Terminated
+
+
+def _bad_input(e: Exception) -> str | None:
+    """The one-line message for an error that means bad input, or None."""
+    if isinstance(e, _bad_input_errors()):
+        return str(e)
+    sqlalchemy = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy is not None and isinstance(e, sqlalchemy.DatabaseError):
+        from bstune._secrets import mask_passwords
+
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        return (
+            f"storage: the database cannot be read ({mask_passwords(reason)}); if the file is "
+            f"damaged, restore a copy (see the README: copying a study)"
+        )
+    return None
 
 
 def _bad_input_errors() -> tuple[type[Exception], ...]:
@@ -360,6 +390,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     n_trials = args.n_trials or (None if args.timeout else cfg.budget.n_trials)
     timeout = args.timeout or (None if args.n_trials else cfg.budget.timeout)
     if args.worker:  # one of --n-jobs' workers: its trial lines only; the supervisor reports
+        import os
+
+        objective.trial_attrs[WORKER_ATTR] = {"slot": args.worker[0], "pid": os.getpid()}
         summary = run_study(study, cfg, n_trials=n_trials, timeout=timeout,
                             callbacks=[_trial_line], objective=objective)  # fmt: skip
         return EXIT_INTERRUPTED.get(summary.interrupted or "", EXIT_OK)
@@ -371,8 +404,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         + (f" with {workers} worker processes" if workers > 1 else ""),
         file=sys.stderr,
     )
+    missing = 0
     if workers > 1:
-        summary = _run_workers(args, cfg, study, url, n_trials)
+        summary, missing = _run_workers(args, cfg, study, url, n_trials)
     else:
         summary = run_study(
             study, cfg, n_trials=n_trials, timeout=timeout,
@@ -383,6 +417,11 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         print(f"bstune: interrupted by {summary.interrupted}; run the same command again to "
               f"resume (interrupted trials run first)", file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED[summary.interrupted]
+    if missing:
+        print(f"bstune: {missing} of the {n_trials} trials asked for did not run (see the worker "
+              f"lines above); run the command again with --n-trials {missing} to add them",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_STOPPED
     if summary.trials and all(t.state.name == "FAIL" for t in summary.trials):
         return EXIT_STOPPED
     return EXIT_OK
@@ -404,32 +443,93 @@ def _worker_settings(cfg: Any, index: int, count: int) -> Any:
     return cfg.with_training(**changes) if changes else cfg
 
 
-def _run_workers(args: argparse.Namespace, cfg: Any, study: Any, url: str, n_trials: Any) -> Any:
-    from bstune._study import OptimizeSummary, started_trials, trials_since
-    from bstune._workers import run_workers, shares, worker_command, worker_slot
+def _run_workers(
+    args: argparse.Namespace, cfg: Any, study: Any, url: str, n_trials: Any
+) -> tuple[Any, int]:
+    """Run ``--n-jobs`` worker processes; the summary, and how many of the ``n_trials`` asked
+    for did not run (workers killed more often than they are started again)."""
+    import signal
+    import time
+
+    from bstune._study import OptimizeSummary, abandon, started_trials, trials_since
+    from bstune._workers import MAX_RESTARTS, run_workers, shares, worker_command, worker_slot
 
     k = args.n_jobs
     before = started_trials(study)
     seed = args.seed if args.seed is not None else cfg.sampler.seed
-    base = ["optimize", args.study_file, "--storage", url, "--study-name", study.study_name,
-            "--no-progress"]  # fmt: skip
-    for flag in ("timeout", "epochs", "device", "threads", "max_memory_mb"):
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    base = ["optimize", args.study_file, "--study-name", study.study_name, "--no-progress"]
+    for flag in ("epochs", "device", "threads", "max_memory_mb"):
         if getattr(args, flag, None):
             base += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     parts = shares(n_trials, k) if n_trials else [None] * k
-    commands = []
-    for i, part in enumerate(parts):
-        if part == 0:
-            continue
+    slots = [i for i, part in enumerate(parts) if part != 0]
+    owed = {i: parts[i] for i in slots}  # trials each slot still has to run
+
+    def command(i: int) -> list[str]:
         argv = base + (["--seed", str(seed + i)] if seed is not None else [])
-        commands.append(worker_command(argv, i, k, part))
+        if deadline is not None:
+            argv += ["--timeout", f"{max(deadline - time.monotonic(), 0.001):.3f}"]
+        return worker_command(argv, i, k, owed[i])
+
+    def settle(pid: int, reason: str, slot: int | None = None) -> list[int]:
+        """Fail and queue again what worker process ``pid`` left RUNNING; take what it ran
+        off its ``slot``'s debt."""
+        mine = [t for t in trials_since(study, before)
+                if t.user_attrs.get(WORKER_ATTR, {}).get("pid") == pid]  # fmt: skip
+        lost = abandon(study, mine, reason)
+        debt = owed.get(slot) if slot is not None else None
+        if slot is not None and debt is not None:
+            owed[slot] = debt - sum(t.state.is_finished() and t.number not in lost for t in mine)
+        return lost
+
+    def restart(j: int, pid: int, code: int) -> list[str] | None:
+        i = slots[j]
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        lost = settle(pid, f"worker {i} {how}", i)
+        in_trial = f" in trial {', '.join(map(str, lost))}" if lost else ""
+        debt = owed[i]
+        done = (debt is not None and debt <= 0) or (
+            deadline is not None and deadline <= time.monotonic()
+        )
+        if done or restarts[i] >= MAX_RESTARTS:
+            print(f"bstune: worker {i} {how}{in_trial}"
+                  + ("" if done else f"; not started again ({MAX_RESTARTS} restarts already)"),
+                  file=sys.stderr, flush=True)  # fmt: skip
+            given_up.add(i)
+            return None
+        restarts[i] += 1
+        left = f"its {debt} remaining trials" if debt is not None else "the time left"
+        print(f"bstune: worker {i} {how}{in_trial}; starting it again for {left}"
+              + (" (the interrupted trial is queued to run first)" if lost else ""),
+              file=sys.stderr, flush=True)  # fmt: skip
+        return command(i)
+
+    restarts = dict.fromkeys(slots, 0)
+    given_up: set[int] = set()
+    commands = [command(i) for i in slots]
     threads = worker_slot(0, k, "cpu", 0).threads  # what each worker takes on the CPU
     print(f"{len(commands)} workers, {threads} CPU threads each", file=sys.stderr, flush=True)
-    codes, interrupted = run_workers(commands)
-    for i, code in enumerate(codes):
-        if code not in (EXIT_OK, EXIT_STOPPED, *EXIT_INTERRUPTED.values()):
-            print(f"bstune: worker {i} exited with status {code}", file=sys.stderr)
-    return OptimizeSummary(study, trials_since(study, before), interrupted)
+    # The storage URL (a password, perhaps) goes in the environment, not on command lines.
+    _, interrupted = run_workers(commands, env={"BSTUNE_STORAGE": url}, restart=restart)
+    for pid in _worker_pids(study, before):  # killed by a second Ctrl-C
+        settle(pid, f"worker process {pid} was killed before its trial ended")
+    summary = OptimizeSummary(study, trials_since(study, before), interrupted)
+    missing = 0 if interrupted else sum(max(owed[i] or 0, 0) for i in given_up)
+    return summary, missing
+
+
+WORKER_ATTR = "bstune:worker"  # on each trial a --n-jobs worker runs: its slot and process id
+
+
+def _worker_pids(study: Any, before: set[int]) -> set[int]:
+    from bstune._study import trials_since
+
+    return {
+        t.user_attrs[WORKER_ATTR]["pid"]
+        for t in trials_since(study, before)
+        if t.state.name == "RUNNING" and WORKER_ATTR in t.user_attrs
+    }
 
 
 def _print_summary(summary: Any, cfg: Any) -> None:
@@ -459,7 +559,7 @@ def _print_summary(summary: Any, cfg: Any) -> None:
     _print_table(rows, {o: UNITS[o] for o in cfg.objectives})
 
 
-def _stored_study(args: argparse.Namespace) -> Any:
+def _stored_study(args: argparse.Namespace, read_only: bool | None = None) -> Any:
     import optuna
 
     from bstune._config import load_study
@@ -468,7 +568,7 @@ def _stored_study(args: argparse.Namespace) -> Any:
     cfg = load_study(args.study_file)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     url = args.storage or cfg.storage_url
-    return cfg, url, load_existing_study(url, args.study_name or cfg.study_name)
+    return cfg, url, load_existing_study(url, args.study_name or cfg.study_name, read_only)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -480,7 +580,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bstune._science import read_probe_throughput
 
     throughput = read_probe_throughput(args.probe) if args.probe else None  # before the storage
-    cfg, _, study = _stored_study(args)
+    cfg, _, study = _stored_study(args, read_only=True)
     unknown = sorted(set(args.reference) - set(cfg.objectives))
     if unknown:
         raise ConfigError(
@@ -524,18 +624,22 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
     from bstune._curves import save_learning_curves
-    from bstune._study import mask_url, save_report_figures
+    from bstune._optuna_private import storage_of
+    from bstune._study import is_read_only, mask_url, save_report_figures
 
     _, url, study = _stored_study(args)
-    _name_objectives(study)
-    if study.get_trials(deepcopy=False):
+    if is_read_only(study):
+        print("the study's database cannot be written here: serving it read-only, without "
+              "bstune's figures", file=sys.stderr)  # fmt: skip
+    elif study.get_trials(deepcopy=False):
+        _name_objectives(study)
         save_report_figures(study)
         if len(study.directions) > 1:
             save_learning_curves(study)
     print(f"optuna-dashboard on {mask_url(url)}: http://{args.host}:{args.port}/dashboard "
           f"(Ctrl-C stops it)", file=sys.stderr, flush=True)  # fmt: skip
     try:
-        run_server(study._storage, host=args.host, port=args.port)
+        run_server(storage_of(study), host=args.host, port=args.port)
     except OSError as e:
         from bstune._config import ConfigError
 

@@ -34,6 +34,13 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_storage_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A storage URL in the caller's environment must not redirect the tests' studies."""
+    for var in ("BSTUNE_STORAGE", "OPTUNA_STORAGE"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture
 def write_study(tmp_path: Path) -> Callable[..., Path]:
     """Write a study file from keyword sections; dataset and model default to digits + mlp."""

@@ -240,3 +240,105 @@ def test_passwords_are_masked_in_any_text() -> None:
     )
     assert mask_url("postgresql://me:pa55@db/x") == "postgresql://me:***@db/x"
     assert mask_url("sqlite:///a:b@c.db") == "sqlite:///a:b@c.db"  # a path, not a password
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@needs_pg
+def test_workers_get_the_storage_without_argv(write_study) -> None:
+    secret = "W0rker-pw"  # noqa: S105 - the password the test looks for
+    url = f"postgresql://postgres:{secret}@127.0.0.1:5432/test"  # trust auth accepts any
+    study_file = _study_file(write_study, epochs=5000)
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "OPTUNA_STORAGE": url}
+    proc = subprocess.Popen(
+        [str(EXE), "optimize", str(study_file), "--n-jobs", "2", "--n-trials", "2",
+         "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        _wait_for_running(study_file, PG, count=2)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        for pid in [proc.pid, *workers]:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+            assert secret not in cmdline and "postgresql" not in cmdline, cmdline
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert secret not in out + err and "postgres:***@127.0.0.1" in err
+
+
+def test_a_killed_worker_is_started_again_for_its_share(write_study, tmp_path: Path) -> None:
+    study_file = _study_file(write_study, epochs=5000)
+    url = f"sqlite:///{tmp_path}/restart.db"
+    proc = _start("optimize", study_file, "--storage", url, "--n-jobs", "2", "--n-trials", "4",
+                  "--epochs", "40", "--no-progress")  # fmt: skip
+    _wait_for_running(study_file, url, count=2)
+    victim = _children(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "was killed by SIGKILL in trial" in err and "starting it again for its 2 remaining" in err
+    trials = _load(study_file, url).trials
+    states = collections.Counter(t.state for t in trials)
+    assert states == {TrialState.COMPLETE: 4, TrialState.FAIL: 1}, states  # 4 asked, 4 ran
+    [killed] = [t for t in trials if t.state == TrialState.FAIL]
+    assert killed.user_attrs["bstune:error"].startswith("worker ")
+    [retry] = [t for t in trials if t.user_attrs.get("bstune:retry_of") == killed.number]
+    assert retry.params == killed.params and retry.state == TrialState.COMPLETE
+
+
+def test_workers_die_with_a_killed_supervisor(write_study, tmp_path: Path) -> None:
+    study_file = _study_file(write_study, epochs=5000)
+    url = f"sqlite:///{tmp_path}/orphans.db"
+    proc = _start("optimize", study_file, "--storage", url, "--n-jobs", "2", "--n-trials", "2",
+                  "--no-progress")  # fmt: skip
+    _wait_for_running(study_file, url, count=2)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, workers))
+    # Each ended its trial as a signal does: recorded, none left RUNNING.
+    assert not _load(study_file, url).get_trials(states=(TrialState.RUNNING,))
+
+
+def test_a_second_ctrl_c_ends_everything_at_once(write_study, tmp_path: Path) -> None:
+    study_file = _study_file(write_study, epochs=5000)
+    url = f"sqlite:///{tmp_path}/twice.db"
+    proc = _start("optimize", study_file, "--storage", url, "--n-jobs", "2", "--n-trials", "2",
+                  "--no-progress")  # fmt: skip
+    _wait_for_running(study_file, url, count=2)
+    workers = _children(proc.pid)
+    for pid in workers:  # a worker busy in cleanup would take its time: make them stop now
+        os.kill(pid, signal.SIGSTOP)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert not any(map(_alive, workers))
+    study = _load(study_file, url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # failed, and queued again
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 2

@@ -1,0 +1,62 @@
+"""Every use of Optuna's private API in bstune, in this one module.
+
+Each is used only where Optuna has no public equivalent, and each is pinned by
+``tests/test_optuna_private.py``: if an Optuna release renames or changes one, that test fails
+with a message naming it — never silently different decisions.
+
+- ``Study._storage``: the storage a study was opened on, for a study bstune did not open
+  (``bstune.report`` on a user's study; the pruner's single-objective view of a study).
+- ``Study._study_id`` and ``FrozenTrial._trial_id``: the ids storage methods take.
+- ``Trial._get_latest_trial()``: a running trial's values as stored, without copying all of them.
+- ``PercentilePruner._n_warmup_steps`` (and the median pruner, its subclass): the warm-up that
+  Optuna's own multi-objective check applies, which bstune applies before translating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "fail_running_trial",
+    "latest_trial",
+    "n_warmup_steps",
+    "storage_of",
+    "study_id",
+    "trial_id",
+]
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage ``study`` reads and writes."""
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    return study._study_id
+
+
+def trial_id(trial: FrozenTrial) -> int:
+    return trial._trial_id
+
+
+def latest_trial(trial: optuna.Trial) -> FrozenTrial:
+    """``trial`` as stored now (its intermediate values so far), not a deep copy."""
+    return trial._get_latest_trial()
+
+
+def n_warmup_steps(pruner: optuna.pruners.PercentilePruner) -> int:
+    return int(pruner._n_warmup_steps)
+
+
+def fail_running_trial(study: optuna.Study, trial: FrozenTrial, reason: str, **attrs: Any) -> None:
+    """Mark ``trial`` — RUNNING in a process that is gone — FAIL, recording ``reason`` in
+    ``bstune:error`` (and ``attrs``) first, as a trial that failed in its own process is."""
+    storage = storage_of(study)
+    tid = trial_id(trial)
+    for key, value in {"bstune:error": reason, **attrs}.items():
+        storage.set_trial_user_attr(tid, key, value)
+    storage.set_trial_state_values(tid, TrialState.FAIL)

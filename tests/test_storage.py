@@ -1,0 +1,203 @@
+"""Where studies are stored, and that nothing stored is lost or leaked (issue 15, items 1-3, 6)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_cli import TESTS, bstune
+
+from bstune._secrets import mask_passwords, mask_url, scrub
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+EXE = Path(sys.executable).with_name("bstune")
+
+
+def _study_file(write_study, epochs: int = 1, **study):  # type: ignore[no-untyped-def]
+    return write_study(
+        study={"name": f"s-{uuid.uuid4().hex[:8]}", **study},
+        training={"epochs": epochs, "device": "cpu"},
+        search_space={"batch_size": {"low": 32, "high": 64}, "lr": 0.01, "optimizer": ["sgd"]},
+        sampler={"name": "random", "seed": 0},
+        pruner={"name": "none"},
+    )
+
+
+def _trials(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM trials").fetchone()[0])
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:S@CRET/123@host/db", "postgresql://u:***@host/db"),
+        ("mysql+pymysql://root:p@ss:w/rd@h:3306/x", "mysql+pymysql://root:***@h:3306/x"),
+        ("postgresql://u:plain@host/db", "postgresql://u:***@host/db"),
+        ("postgresql://u@host/db", "postgresql://u@host/db"),
+        ("sqlite:///dir/a:b@c.db", "sqlite:///dir/a:b@c.db"),
+    ],
+)
+def test_all_of_the_userinfo_is_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+    assert mask_passwords(f"storage: {url}  # x") == f"storage: {masked}  # x"
+
+
+def test_a_password_with_an_at_sign_never_reaches_an_error(write_study) -> None:
+    url = "postgresql://u:S@CRET/123@127.0.0.1:1/db"
+    out = bstune("optimize", _study_file(write_study), "--storage", url, "--n-trials", "1")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "CRET" not in out.stderr and "123" not in out.stderr, out.stderr
+    assert "S@" not in scrub('host "CRET/123@127.0.0.1" u:S@CRET/123%40x', url)
+
+
+@pytest.mark.parametrize("var", ["BSTUNE_STORAGE", "OPTUNA_STORAGE"])
+def test_the_storage_may_come_from_the_environment(
+    var: str, write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bstune._config import load_study
+
+    study_file = _study_file(write_study, storage=f"sqlite:///{tmp_path}/file.db")
+    assert load_study(study_file).storage_url == f"sqlite:///{tmp_path}/file.db"
+    monkeypatch.setenv(var, f"sqlite:///{tmp_path}/env.db")
+    assert load_study(study_file).storage_url == f"sqlite:///{tmp_path}/env.db"
+    monkeypatch.setenv(var, "postgres:u:pw@host")  # not a URL, and its secret not echoed
+    out = bstune("validate", study_file)
+    assert out.returncode == 2 and f"${var}: expected a database URL" in out.stderr
+    assert "pw" not in out.stderr.replace("postgresql", "")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_storage_is_refused(url: str, write_study) -> None:
+    study_file = _study_file(write_study)
+    for command in ("optimize", "report"):
+        out = bstune(command, study_file, "--storage", url)
+        assert out.returncode == 2 and "in-memory SQLite database" in out.stderr, out.stderr
+        assert out.stderr.count("\n") == 1
+
+
+def test_the_db_file_alone_holds_every_trial_after_a_run(write_study, tmp_path: Path) -> None:
+    """With another connection open (a dashboard), closing bstune's own does not checkpoint
+    the write-ahead log; bstune checkpoints it when the run ends."""
+    study_file = _study_file(write_study)
+    db = tmp_path / "wal.db"
+    assert bstune("optimize", study_file, "--storage", f"sqlite:///{db}", "--n-trials", "1",
+                  "--no-progress").returncode == 0  # fmt: skip
+    reader = sqlite3.connect(db)  # a dashboard, open across the next run
+    try:
+        reader.execute("SELECT count(*) FROM trials").fetchone()
+        out = bstune("optimize", study_file, "--storage", f"sqlite:///{db}", "--n-trials", "3",
+                     "--no-progress")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db, copy)  # the .db alone, as a user would copy it
+        assert _trials(copy) == 4
+    finally:
+        reader.close()
+
+
+def test_sigterm_checkpoints_too(write_study, tmp_path: Path) -> None:
+    study_file = _study_file(write_study, epochs=5000)
+    db = tmp_path / "term.db"
+    reader = sqlite3.connect(db)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(TESTS)}
+        proc = subprocess.Popen(
+            [str(EXE), "optimize", str(study_file), "--storage", f"sqlite:///{db}",
+             "--n-trials", "2", "--no-progress"], env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if reader.execute("SELECT count(*) FROM trial_params").fetchone()[0]:
+                    break
+            except sqlite3.OperationalError:  # no tables yet
+                pass
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db, copy)
+        with sqlite3.connect(copy) as conn:
+            states = [s for (s,) in conn.execute("SELECT state FROM trials ORDER BY number")]
+        assert states == ["FAIL", "WAITING"]  # the interrupted trial, and its retry queued
+    finally:
+        reader.close()
+
+
+def test_write_ahead_files_are_ignored_by_git() -> None:
+    ignored = (TESTS.parent / ".gitignore").read_text().split()
+    assert {"*.db-wal", "*.db-shm"} <= set(ignored)
+
+
+def _mount_read_only(folder: Path) -> bool:
+    """A tmpfs at ``folder``, remounted read-only by the caller; False where mounting is not
+    allowed (not root, or no CAP_SYS_ADMIN)."""
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        return False
+    made = subprocess.run(["mount", "-t", "tmpfs", "none", str(folder)], capture_output=True)
+    return made.returncode == 0
+
+
+def test_report_and_dashboard_read_a_study_on_a_read_only_file_system(
+    write_study, tmp_path: Path
+) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if not _mount_read_only(folder):
+        pytest.skip("cannot mount a file system here (needs root with CAP_SYS_ADMIN)")
+    try:
+        study_file = _study_file(write_study)
+        url = f"sqlite:///{folder}/study.db"
+        out = bstune("optimize", study_file, "--storage", url, "--n-trials", "2", "--no-progress")
+        assert out.returncode == 0, out.stderr
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        out = bstune("report", study_file, "--storage", url)
+        assert out.returncode == 0, out.stderr
+        assert "2 trials" in out.stdout or "trial" in out.stdout
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen(
+            [str(EXE), "dashboard", str(study_file), "--storage", url, "--port", str(port)],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()
+            assert "serving it read-only" in first, first + proc.stderr.read()
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_damaged_database_is_one_line(write_study, tmp_path: Path) -> None:
+    study_file = _study_file(write_study)
+    db = tmp_path / "damaged.db"
+    url = f"sqlite:///{db}"
+    assert bstune("optimize", study_file, "--storage", url, "--n-trials", "1",
+                  "--no-progress").returncode == 0  # fmt: skip
+    data = bytearray(db.read_bytes())
+    for page in range(1, len(data) // 4096):  # every page but the first: garbage
+        data[page * 4096 : page * 4096 + 4096] = os.urandom(4096)
+    db.write_bytes(bytes(data))
+    for command in (("report",), ("optimize", "--n-trials", "1")):
+        out = bstune(*command, study_file, "--storage", url)
+        assert out.returncode == 2, (command, out.stderr)
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+        assert "database" in out.stderr
