@@ -86,8 +86,9 @@ class ConfigError(ValueError):
 
 
 class _Config(BaseModel):
-    # strict: "5" is not an integer and "yes" is not a boolean in a study file.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # strict: "5" is not an integer and "yes" is not a boolean in a study file; and .nan or .inf
+    # is no number any setting can use (a NaN learning rate would fail every trial).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sections
@@ -119,6 +120,16 @@ class StudySection(_Config):
                     f"({self.heartbeat_interval}), or a live worker's trial could be failed"
                 )
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits(cls, v: str | None) -> str | None:
+        if v is not None and not 0 < len(v) <= 512:
+            raise ValueError(
+                f"expected a name of 1 to 512 characters (what Optuna's storages hold), got "
+                f"{len(v)} characters"
+            )
+        return v
 
     @field_validator("storage")
     @classmethod
@@ -222,7 +233,7 @@ class FloatRange(_Config):
     def _ordered(self) -> FloatRange:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not be greater than high ({self.high})")
-        if self.log and self.low <= 0:
+        if self.log and self.low <= 0 and self.low != self.high:  # one value: nothing sampled
             raise ValueError(f"a log range needs low > 0, got low={self.low}")
         if self.log and self.step is not None:
             raise ValueError("step cannot be combined with log: true")
@@ -245,6 +256,12 @@ class LrRange(LogFloatRange):
 
     scaling: Literal["none", "linear", "sqrt", "adam_sde"] = "none"
     reference_batch_size: _PosInt = 128
+
+    @model_validator(mode="after")
+    def _positive(self) -> LrRange:
+        if self.low <= 0:
+            raise ValueError(f"a learning rate must be > 0, got low={self.low}")
+        return self
 
 
 class BatchSizeRange(_Config):
@@ -575,7 +592,26 @@ class StudyConfig(_Config):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-4`` as a string; a study file means a number."""
+    """YAML 1.1 reads ``1e-4`` as a string; a study file means a number. A key given twice in
+    one mapping is an error (YAML loaders keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _DuplicateKey(f"key {key!r} appears twice, at lines {seen[key]} and {line}")
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+MAX_STUDY_FILE_BYTES = 1 << 20  # a study file is a page of YAML; 1 MiB is far beyond any
 
 
 _Loader.add_implicit_resolver(
@@ -623,13 +659,25 @@ def load_study(path: str | Path) -> StudyConfig:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise ConfigError(
+                f"{path}: not a regular file (a device or a pipe); expected a YAML study file"
+            )
+        with path.open("rb") as f:
+            raw = f.read(MAX_STUDY_FILE_BYTES + 1)
+        if len(raw) > MAX_STUDY_FILE_BYTES:
+            raise ConfigError(
+                f"{path}: larger than {MAX_STUDY_FILE_BYTES >> 20} MiB; expected a YAML study file"
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such study file") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the study file ({e.__class__.__name__})") from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}; expected each key once") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -658,6 +706,7 @@ _EXPECTED = {
     "int_from_float": "expected an integer",
     "float_type": "expected a number",
     "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
     "bool_type": "expected true or false",
     "bool_parsing": "expected true or false",
     "string_type": "expected a string",

@@ -21,7 +21,9 @@ from torch.nn import functional as F  # noqa: N812
 
 from bstune._config import ModelConfig
 
-__all__ = ["ModelError", "ModelFactory", "ReLUDropout", "build_model", "cnn", "mlp"]
+__all__ = [
+    "ModelError", "ModelFactory", "ReLUDropout", "build_model", "check_factory", "cnn", "mlp",
+]  # fmt: skip
 
 ModelFactory = Callable[[tuple[int, ...], int, Mapping[str, Any]], nn.Module]
 
@@ -121,7 +123,12 @@ def build_model(
     if cfg.name == "cnn":
         return cnn(input_shape, num_classes, cfg.channels, cfg.hidden, p, cfg.batch_norm)
     factory = _import_factory(cfg.name)
-    model = factory(input_shape, num_classes, {**cfg.options, "dropout": p})
+    try:
+        model = factory(input_shape, num_classes, {**cfg.options, "dropout": p})
+    except Exception as e:
+        raise ModelError(
+            f"model factory {cfg.name!r} raised {type(e).__name__}: {e}".rstrip(": ")
+        ) from e
     if not isinstance(model, nn.Module):
         raise ModelError(
             f"model factory {cfg.name!r} returned {type(model).__name__}, "
@@ -130,13 +137,31 @@ def build_model(
     return model
 
 
+def check_factory(cfg: ModelConfig) -> None:
+    """Import ``cfg``'s factory, if it names one, without building a model.
+
+    Raises:
+        ModelError: its module cannot be imported, or has no callable of that name.
+    """
+    if cfg.name not in ("mlp", "cnn"):
+        _import_factory(cfg.name)
+
+
 def _import_factory(path: str) -> ModelFactory:
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ModelError(f"model factory {path!r}: cannot import {module_name!r} ({e})") from None
-    factory = getattr(module, attr, None)
+    except Exception as e:  # ImportError, or whatever the module raises as it is imported
+        raise ModelError(
+            f"model factory {path!r}: cannot import {module_name!r} ({type(e).__name__}: {e}); "
+            f"expected a module importable from the current directory or PYTHONPATH"
+        ) from None
+    if not hasattr(module, attr):
+        raise ModelError(f"model factory {path!r}: module {module_name!r} has no {attr!r}")
+    factory = getattr(module, attr)
     if not callable(factory):
-        raise ModelError(f"model factory {path!r}: {module_name!r} has no callable {attr!r}")
+        raise ModelError(
+            f"model factory {path!r}: {attr!r} is a {type(factory).__name__}, expected a "
+            f"function (input_shape, num_classes, options) -> torch.nn.Module"
+        )
     return factory  # type: ignore[no-any-return]

@@ -334,6 +334,11 @@ def open_study(
     """
     url = storage or cfg.storage_url
     name = study_name or cfg.study_name
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(
+            f"study name {name[:40]!r}... is {len(name)} characters long; Optuna's storages "
+            f"hold at most {MAX_NAME_LENGTH}"
+        )
     directions = [DIRECTIONS[o] for o in cfg.objectives]
     store = open_storage(url, cfg.study)
     study = optuna.create_study(
@@ -350,6 +355,7 @@ def open_study(
         # The same seed again would propose the first run's first trials again; QMC and grid
         # samplers continue their sequence from the trials stored, and keep theirs.
         study.sampler = make_sampler(cfg, _resume_seed(base, resumed), workers)
+    _check_identity(study, cfg, url)
     stored = study.user_attrs.get(f"{ATTR}objectives")
     if stored is not None and stored != list(cfg.objectives):
         raise ConfigError(
@@ -367,10 +373,87 @@ def open_study(
             study.set_metric_names(list(cfg.objectives))
         study.set_user_attr(f"{ATTR}objectives", list(cfg.objectives))
     study.set_user_attr(f"{ATTR}version", __version__)
+    if study.user_attrs.get(IDENTITY_ATTR) is None:
+        study.set_user_attr(IDENTITY_ATTR, identity(cfg))
     if cfg.source and Path(cfg.source).is_file():
         text = mask_passwords(Path(cfg.source).read_text(encoding="utf-8"))
         study.set_user_attr(f"{ATTR}study_file", text)
     return study
+
+
+MAX_NAME_LENGTH = 512  # Optuna's study_name column (RDB storage)
+IDENTITY_ATTR = f"{ATTR}identity"
+# What a study's trials mean: resuming a study with other data, another model or another search
+# space would mix incomparable trials (and Optuna fails every trial whose categorical choices,
+# such as the batch sizes, changed). Budget, sampler, pruner, training and storage may change.
+_IDENTITY_EXCLUDE = {"dataset": {"data_dir", "download"}}
+
+
+def identity(cfg: StudyConfig) -> dict[str, Any]:
+    """The parts of ``cfg`` that a resumed study must keep: dataset, model, search space."""
+    import json
+
+    parts = {
+        key: getattr(cfg, key).model_dump(exclude=_IDENTITY_EXCLUDE.get(key, set()))
+        for key in ("dataset", "model", "search_space")
+    }
+    return dict(json.loads(json.dumps(parts, sort_keys=True, default=str)))
+
+
+def _check_identity(study: optuna.Study, cfg: StudyConfig, url: str) -> None:
+    """Refuse, before any trial runs, to resume ``study`` from a study file that changed what
+    its trials mean.
+
+    Raises:
+        ConfigError: naming what changed and what to do.
+    """
+    stored = study.user_attrs.get(IDENTITY_ATTR)
+    if stored is None:
+        stored = _identity_of_stored_file(study)
+    if stored is None:
+        return
+    changes = _differences(stored, identity(cfg))
+    if not changes:
+        return
+    shown = "; ".join(
+        f"{key}: {old} in the study, {new} in the file" for key, old, new in changes[:3]
+    )
+    more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+    raise ConfigError(
+        f"study {study.study_name!r} in {mask_url(url)} was created from another study file: "
+        f"{shown}{more}; to run this file, give it a new study.name (or --study-name); to resume "
+        f"the study, run it with its original file (stored in the study's user attribute "
+        f"bstune:study_file)"
+    )
+
+
+def _identity_of_stored_file(study: optuna.Study) -> dict[str, Any] | None:
+    """The identity of the study file stored in ``study`` by an earlier bstune, if readable."""
+    import yaml
+
+    from bstune._config import parse_study
+
+    text = study.user_attrs.get(f"{ATTR}study_file")
+    if not isinstance(text, str):
+        return None
+    try:
+        return identity(parse_study(yaml.safe_load(text)))
+    except (yaml.YAMLError, ConfigError):
+        return None
+
+
+def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _differences(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+        return out
+    return [] if old == new else [(key, _short(old), _short(new))]
+
+
+def _short(value: Any) -> str:
+    text = "unset" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _resume_seed(seed: int, stored: int) -> int:

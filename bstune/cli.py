@@ -50,8 +50,10 @@ def _number(
 
 
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-_positive_float = _number(float, lambda v: v > 0, "a positive number of seconds")
-_positive_number = _number(float, lambda v: v > 0, "a positive number")
+_positive_float = _number(
+    float, lambda v: 0 < v < math.inf, "a positive, finite number of seconds"
+)
+_positive_number = _number(float, lambda v: 0 < v < math.inf, "a positive, finite number")
 _fraction = _number(float, lambda v: 0 <= v <= 1, "an accuracy between 0 and 1")
 _port = _number(int, lambda v: 0 < v < 65536, "a port number 1..65535")
 
@@ -261,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM ends a command as Ctrl-C does (a study's own handler ends its trial cleanly), so
     # that what is open is closed and SQLite's write-ahead log is copied back into its file.
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except Exception as e:
@@ -273,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print("bstune: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED["SIGTERM" if isinstance(e, _Terminated) else "SIGINT"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -355,9 +359,12 @@ def _load(args: argparse.Namespace) -> Any:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from bstune._study import make_pruner, make_sampler, mask_url
 
+    from bstune._models import check_factory
+
     cfg = _load(args)
     make_sampler(cfg)  # a sampler that cannot serve this space is a config error too
     make_pruner(cfg.pruner)
+    check_factory(cfg.model)  # a factory that cannot be imported would fail every trial
     space = cfg.search_space
     print(
         f"{args.study_file}: ok — study {cfg.study_name!r} in {mask_url(cfg.storage_url)}; "
@@ -374,6 +381,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
     from bstune._config import check_batch_sizes
+    from bstune._models import check_factory
     from bstune._objective import Objective
     from bstune._study import mask_url, open_study, run_study
 
@@ -382,8 +390,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     workers = args.worker[1] if args.worker else args.n_jobs
     if args.worker:
         cfg = _worker_settings(cfg, *args.worker)
+    check_factory(cfg.model)  # before a study is opened or created
     objective = Objective(cfg)
-    check_batch_sizes(cfg, len(objective.dataset.train))  # before a study is opened or created
+    check_batch_sizes(cfg, len(objective.dataset.train))
     study = open_study(
         cfg, storage=args.storage, study_name=args.study_name, seed=args.seed, workers=workers
     )

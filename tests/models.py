@@ -104,3 +104,10 @@ def hungry(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, 
 
 def killed(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> nn.Module:
     return _Killed(math.prod(input_shape), num_classes, int(params.get("limit", 64)))
+
+
+WIDTH = 3  # not a factory
+
+
+def raises(input_shape: tuple[int, ...], num_classes: int, params: Mapping[str, Any]) -> nn.Module:
+    raise ValueError("no such architecture")

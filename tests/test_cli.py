@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FASHION_DEBIAN
@@ -108,7 +109,7 @@ def test_bad_study_file_exits_2(write_study, tmp_path: Path) -> None:
     out = bstune("train", tmp_path / "missing.yaml")
     assert out.returncode == 2 and "no such study file" in out.stderr
     out = bstune("train", write_study(model={"name": "models:nope"}))
-    assert out.returncode == 2 and "has no callable 'nope'" in out.stderr
+    assert out.returncode == 2 and "module 'models' has no 'nope'" in out.stderr
     assert "Traceback" not in out.stderr
 
 
@@ -295,3 +296,62 @@ def test_two_processes_prune_one_multi_objective_study(write_study, tmp_path: Pa
     assert len(states) == 20 and "FAIL" not in states and "RUNNING" not in states
     assert len({t.number for t in study.trials}) == 20
     assert "PRUNED" in states
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({"search_space": {"lr": float("nan")}}, "search_space.lr.low: expected a finite number"),
+        ({"search_space": {"lr": {"low": float("nan"), "high": 0.1}}}, "expected a finite number"),
+        ({"search_space": {"lr": 0}}, "a learning rate must be > 0"),
+        ({"budget": {"timeout": float("inf")}}, "budget.timeout: expected a finite number"),
+        ({"model": {"name": "no_such_pkg.models:make_net"}}, "cannot import 'no_such_pkg.models'"),
+        ({"model": {"name": "models:missing"}}, "module 'models' has no 'missing'"),
+        ({"model": {"name": "models:WIDTH"}}, "'WIDTH' is a int, expected a function"),
+        ({"study": {"name": "x" * 600}}, "study.name: expected a name of 1 to 512 characters"),
+    ],
+)
+def test_validate_refuses_what_would_fail_every_trial(
+    sections: dict[str, Any], expected: str, write_study, tmp_path: Path, capsys
+) -> None:
+    from bstune.cli import main  # in-process: the console script's own entry point
+
+    study_file = write_study(**sections)
+    assert main(["validate", str(study_file)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
+    db = tmp_path / "never.db"
+    assert main(["optimize", str(study_file), "--storage", f"sqlite:///{db}"]) == 2
+    assert expected in capsys.readouterr().err and not db.exists()
+
+
+def test_a_pinned_zero_weight_decay_is_accepted(write_study) -> None:
+    out = bstune("validate", write_study(search_space={"weight_decay": 0}))
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
+def test_timeout_must_be_positive_and_finite(value: str, write_study) -> None:
+    out = bstune("optimize", write_study(), "--timeout", value)
+    assert out.returncode == 2 and "a positive, finite number of seconds" in out.stderr
+
+
+def test_study_files_that_never_end_or_repeat_keys_are_refused(write_study, tmp_path: Path) -> None:
+    out = subprocess.run([str(Path(sys.executable).with_name("bstune")), "validate", "/dev/zero"],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 2 and "not a regular file" in out.stderr
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    out = bstune("validate", big)
+    assert out.returncode == 2 and "larger than 1 MiB" in out.stderr
+    dup = write_study(text="dataset: {name: digits}\nmodel:\n  name: mlp\n  hidden: [8]\n"
+                      "  name: cnn\n")  # fmt: skip
+    out = bstune("validate", dup)
+    assert out.returncode == 2 and "key 'name' appears twice, at lines 3 and 5" in out.stderr
+
+
+def test_train_with_a_factory_that_raises_is_one_line(write_study) -> None:
+    out = bstune("train", write_study(model={"name": "models:raises"}), "--epochs", "1")
+    assert out.returncode == 2, out.stderr
+    assert "model factory 'models:raises' raised ValueError: no such architecture" in out.stderr
+    assert out.stderr.count("\n") == 1

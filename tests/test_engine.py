@@ -238,7 +238,9 @@ def test_user_factory_and_callable_models(digits) -> None:
     ("name", "message"),
     [
         ("no_such_module:f", "cannot import 'no_such_module'"),
-        ("models:missing", "has no callable 'missing'"),
+        ("models:missing", "module 'models' has no 'missing'"),
+        ("models:WIDTH", "'WIDTH' is a int, expected a function"),
+        ("models:raises", "raised ValueError: no such architecture"),
         ("models:not_a_module", "returned str, expected a torch.nn.Module"),
     ],
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from test_cli import TESTS, bstune
 
@@ -201,3 +202,32 @@ def test_a_damaged_database_is_one_line(write_study, tmp_path: Path) -> None:
         assert out.returncode == 2, (command, out.stderr)
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
         assert "database" in out.stderr
+
+
+def test_a_study_resumed_from_a_changed_file_is_refused_before_any_trial(
+    write_study, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/same.db"
+    first = _study_file(write_study)
+    assert bstune("optimize", first, "--storage", url, "--n-trials", "1",
+                  "--no-progress").returncode == 0  # fmt: skip
+    name = yaml.safe_load(first.read_text())["study"]["name"]
+    stored = optuna.load_study(study_name=name, storage=url).user_attrs["bstune:study_file"]
+    data = yaml.safe_load(first.read_text())
+    data["search_space"]["batch_size"] = {"low": 32, "high": 256}
+    changed = write_study("changed.yaml", text=yaml.safe_dump(data))
+    out = bstune("optimize", changed, "--storage", url, "--n-trials", "1", "--no-progress")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "search_space.batch_size.high: 64 in the study, 256 in the file" in out.stderr
+    assert "new study.name" in out.stderr and "original file" in out.stderr
+    other = write_study("other.yaml", text=yaml.safe_dump({**data, "model": {"name": "cnn"}}))
+    out = bstune("optimize", other, "--storage", url, "--n-trials", "1", "--no-progress")
+    assert out.returncode == 2 and "model.name: mlp in the study, cnn in the file" in out.stderr
+    study = optuna.load_study(study_name=name, storage=url)
+    assert len(study.trials) == 1 and study.user_attrs["bstune:study_file"] == stored
+    # A study written before identities were stored is checked against its stored file.
+    legacy = optuna.create_study(study_name="legacy", storage=url)
+    legacy.set_user_attr("bstune:study_file", first.read_text())
+    out = bstune("optimize", changed, "--storage", url, "--study-name", "legacy",
+                 "--n-trials", "1", "--no-progress")  # fmt: skip
+    assert out.returncode == 2 and "batch_size.high" in out.stderr, out.stderr
