@@ -357,9 +357,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from bstune._study import make_pruner, make_sampler, mask_url
-
     from bstune._models import check_factory
+    from bstune._study import make_pruner, make_sampler, mask_url
 
     cfg = _load(args)
     make_sampler(cfg)  # a sampler that cannot serve this space is a config error too

@@ -336,7 +336,9 @@ def test_timeout_must_be_positive_and_finite(value: str, write_study) -> None:
     assert out.returncode == 2 and "a positive, finite number of seconds" in out.stderr
 
 
-def test_study_files_that_never_end_or_repeat_keys_are_refused(write_study, tmp_path: Path) -> None:
+def test_study_files_that_never_end_or_repeat_keys_are_refused(
+    write_study, tmp_path: Path
+) -> None:
     out = subprocess.run([str(Path(sys.executable).with_name("bstune")), "validate", "/dev/zero"],
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert out.returncode == 2 and "not a regular file" in out.stderr

@@ -16,7 +16,6 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
 from test_cli import TESTS, bstune
 
 from bstune._secrets import mask_passwords, mask_url, scrub
