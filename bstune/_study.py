@@ -200,8 +200,13 @@ def _open_rdb(
             with warnings.catch_warnings():  # heartbeat arguments are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, **(heartbeat or {}))
-        except (OperationalError, IntegrityError):
-            if attempt == attempts - 1:
+        except (OperationalError, IntegrityError) as e:
+            # Only the race between processes creating the tables is worth another try; a
+            # server that refuses the connection, an unknown host or a bad password is not.
+            race = isinstance(e, IntegrityError) or any(
+                word in str(e).lower() for word in ("already exists", "duplicate", "deadlock")
+            )
+            if not race or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")

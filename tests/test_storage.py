@@ -230,3 +230,17 @@ def test_a_study_resumed_from_a_changed_file_is_refused_before_any_trial(
     out = bstune("optimize", changed, "--storage", url, "--study-name", "legacy",
                  "--n-trials", "1", "--no-progress")  # fmt: skip
     assert out.returncode == 2 and "batch_size.high" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://postgres@127.0.0.1:1/x", "mysql+pymysql://root@127.0.0.1:1/x"]
+)
+def test_a_refused_connection_fails_at_once(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bstune._study as study_module
+    from bstune import ConfigError
+
+    waits: list[float] = []
+    monkeypatch.setattr(study_module.time, "sleep", waits.append)
+    with pytest.raises(ConfigError, match="Connection refused"):
+        study_module.open_storage(url)
+    assert waits == []  # no retries: nothing listens there
