@@ -7,6 +7,7 @@ with a message naming it — never silently different decisions.
 - ``Study._storage``: the storage a study was opened on, for a study bstune did not open
   (``bstune.report`` on a user's study; the pruner's single-objective view of a study).
 - ``Study._study_id`` and ``FrozenTrial._trial_id``: the ids storage methods take.
+- ``_CachedStorage._backend``: which storage is under Optuna's cache (how it breaks ties).
 - ``Trial._get_latest_trial()``: a running trial's values as stored, without copying all of them.
 - ``PercentilePruner._n_warmup_steps`` (and the median pruner, its subclass): the warm-up that
   Optuna's own multi-objective check applies, which bstune applies before translating.
@@ -21,6 +22,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "backend_of",
     "fail_running_trial",
     "latest_trial",
     "n_warmup_steps",
@@ -33,6 +35,12 @@ __all__ = [
 def storage_of(study: optuna.Study) -> BaseStorage:
     """The storage ``study`` reads and writes."""
     return study._storage
+
+
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage under Optuna's cache of an RDB storage (``_CachedStorage._backend``), or
+    ``storage`` itself."""
+    return getattr(storage, "_backend", storage)
 
 
 def study_id(study: optuna.Study) -> int:

@@ -33,14 +33,18 @@ are exactly Optuna's.
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from collections.abc import Container, Sequence
+from datetime import datetime
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+from bstune._optuna_private import backend_of, latest_trial, n_warmup_steps, storage_of, trial_id
 
 __all__ = ["CURVE_ATTR", "KeepFront", "report", "val_loss_curve"]
 
@@ -93,22 +97,32 @@ def report(
     guard = pruner if isinstance(pruner, KeepFront) else None
     if guard is not None:
         pruner = guard.pruner
-    if not study._is_multi_objective():
+    if len(study.directions) == 1:
         trial.report(val_loss, step)
-        if not _in_warmup(pruner, step) and trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {step} (val_loss {val_loss:.4g})")
+        last = latest_trial(trial).last_step
+        if not _in_warmup(pruner, last) and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {last} (val_loss {float(val_loss):.4g})")
         return False
+    value, step = _checked(val_loss, step)
     curve = _RUNNING.get(trial)
     if curve is None:
-        curve = _RUNNING[trial] = val_loss_curve(trial._get_latest_trial())
-    curve[step] = val_loss
-    if persist:
-        trial.set_user_attr(CURVE_ATTR, {str(k): v for k, v in sorted(curve.items())})
-    if isinstance(pruner, optuna.pruners.NopPruner) or _in_warmup(pruner, step):
+        curve = _RUNNING[trial] = val_loss_curve(latest_trial(trial))
+    if step in curve:  # as trial.report: the first value reported at a step stands
+        warnings.warn(
+            f"The reported value is ignored because this step={step} is already reported.",
+            UserWarning,
+            stacklevel=2,
+        )
+    else:
+        curve[step] = value
+        if persist:
+            trial.set_user_attr(CURVE_ATTR, {str(k): v for k, v in sorted(curve.items())})
+    last = max(curve)  # Optuna's pruners look at the trial's last step, not the one reported
+    if isinstance(pruner, optuna.pruners.NopPruner) or _in_warmup(pruner, last):
         return False
     # The trial as Optuna's should_prune sees it: its cached record, system attributes read
     # lazily (successive halving keeps its rungs there).
-    current = trial._get_latest_trial()
+    current = latest_trial(trial)
     current.intermediate_values = dict(curve)
     if not pruner.prune(_view(study, pruner), current):
         return False
@@ -118,7 +132,27 @@ def report(
         and not _dominated(study, projected, guard.margin)
     ):
         return True
-    raise optuna.TrialPruned(f"pruned at step {step} (val_loss {val_loss:.4g})")
+    raise optuna.TrialPruned(f"pruned at step {last} (val_loss {curve[last]:.4g})")
+
+
+def _checked(value: Any, step: Any) -> tuple[float, int]:
+    """``value`` and ``step`` as ``trial.report`` takes them: anything ``float()`` and
+    ``int()`` accept (numpy scalars, 0-d tensors, ``1.0``), and a step of at least 0."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"The `value` argument is of type '{type(value)}' but supposed to be a float."
+        ) from None
+    try:
+        step = int(step)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"The `step` argument is of type '{type(step)}' but supposed to be an int."
+        ) from None
+    if step < 0:
+        raise ValueError(f"`{step=}` must be non-negative.")
+    return value, step
 
 
 def _dominated(study: optuna.Study, values: Sequence[float], margin: float) -> bool:
@@ -127,9 +161,7 @@ def _dominated(study: optuna.Study, values: Sequence[float], margin: float) -> b
     constraint above 0) are never on the front, so they spare nothing."""
     sign = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions]
     mine = [s * v + margin * abs(v) for s, v in zip(sign, values, strict=True)]
-    for t in study._storage.get_all_trials(
-        study._study_id, deepcopy=False, states=(TrialState.COMPLETE,)
-    ):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if any(c > 0 for c in t.constraints.values()):
             continue
         theirs = [s * v for s, v in zip(sign, t.values, strict=True)]
@@ -138,11 +170,12 @@ def _dominated(study: optuna.Study, values: Sequence[float], margin: float) -> b
     return False
 
 
-def _in_warmup(pruner: optuna.pruners.BasePruner, step: int) -> bool:
+def _in_warmup(pruner: optuna.pruners.BasePruner, last_step: int | None) -> bool:
     """True where the median/percentile pruner returns False before looking at anything but
-    the step — and reads every completed trial from the storage first (~5 ms on SQLite)."""
-    if isinstance(pruner, optuna.pruners.PercentilePruner):
-        return step < pruner._n_warmup_steps
+    the trial's last step — and reads every completed trial from the storage first (~5 ms on
+    SQLite)."""
+    if isinstance(pruner, optuna.pruners.PercentilePruner) and last_step is not None:
+        return last_step < n_warmup_steps(pruner)
     return False
 
 
@@ -157,7 +190,7 @@ def _view(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> optuna.Stud
     if view is None:
         view = optuna.Study(
             study_name=study.study_name,
-            storage=_ValLossStorage(study._storage),  # type: ignore[arg-type]
+            storage=_ValLossStorage(storage_of(study)),  # type: ignore[arg-type]
             sampler=study.sampler,
             pruner=pruner,
         )
@@ -180,11 +213,11 @@ def _with_curve(trial: FrozenTrial) -> FrozenTrial:
     """A copy of ``trial`` as a single-objective study on validation loss would hold it."""
     view = copy.copy(trial)
     view.intermediate_values = val_loss_curve(trial)
-    if trial.state == TrialState.COMPLETE:
-        last = max(view.intermediate_values, default=None)
-        view._values = None if last is None else [view.intermediate_values[last]]
+    last = max(view.intermediate_values, default=None)
+    if trial.state == TrialState.COMPLETE and last is not None:
+        view.values = [view.intermediate_values[last]]
     else:
-        view._values = None
+        view.values = None
     return view
 
 
@@ -204,9 +237,10 @@ class _ValLossStorage:
     def _translated(self, trial: FrozenTrial) -> FrozenTrial:
         if not trial.state.is_finished():
             return _with_curve(trial)
-        view = self._finished.get(trial._trial_id)
+        key = trial_id(trial)
+        view = self._finished.get(key)
         if view is None:
-            view = self._finished[trial._trial_id] = _with_curve(trial)
+            view = self._finished[key] = _with_curve(trial)
         return view
 
     def __getattr__(self, name: str) -> Any:
@@ -228,9 +262,15 @@ class _ValLossStorage:
         return [self._translated(t) for t in trials]
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
+        """The trial of least final validation loss; a tie resolved as the storage would
+        resolve it in a single-objective study: Optuna's in-memory storage keeps the first to
+        complete (it replaces its best only on a strictly better value), its database and
+        journal storages the lowest trial number."""
         done = [
             t for t in self.get_all_trials(study_id, states=(TrialState.COMPLETE,)) if t.values
         ]
         if not done:
             raise ValueError("No trials are completed yet.")
+        if isinstance(backend_of(self._storage), optuna.storages.InMemoryStorage):
+            done.sort(key=lambda t: (t.datetime_complete or datetime.max, t.number))
         return min(done, key=lambda t: t.values[0])

@@ -260,3 +260,105 @@ def test_a_finished_trial_is_translated_once(monkeypatch: pytest.MonkeyPatch) ->
     nxt = study.ask()
     report(nxt, 1, 0.0)
     assert seen.count(trial.number) <= 4  # the newly finished trial joins the kept views
+
+
+def _twins(pruner: Callable[[], optuna.pruners.BasePruner], storage=None):  # type: ignore[no-untyped-def]
+    """A single-objective study Optuna prunes itself, and a multi-objective one bstune
+    prunes, with the same pruner settings."""
+    single = optuna.create_study(direction="minimize", pruner=pruner())
+    multi = optuna.create_study(
+        directions=["minimize", "maximize"], pruner=pruner(), storage=storage
+    )
+    return single, multi
+
+
+def _decide_single(trial: optuna.Trial, step, value) -> bool:  # type: ignore[no-untyped-def]
+    trial.report(value, step)
+    return trial.should_prune()
+
+
+def _decide_multi(trial: optuna.Trial, step, value) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        report(trial, step, value)
+    except optuna.TrialPruned:
+        return True
+    return False
+
+
+def _finish(single: optuna.Study, multi: optuna.Study, curves: list[list[float]]) -> None:
+    for curve in curves:
+        a, b = single.ask(), multi.ask()
+        for step, v in enumerate(curve, start=1):
+            a.report(v, step)
+            report(b, step, v)
+        single.tell(a, curve[-1])
+        multi.tell(b, [curve[-1], 1.0])
+
+
+def test_a_repeated_step_keeps_its_first_value_as_optuna_does() -> None:
+    median = lambda: optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)  # noqa: E731
+    single, multi = _twins(median)
+    _finish(single, multi, [[1.0, 1.0, 1.0]])
+    a, b = single.ask(), multi.ask()
+    got = []
+    for trial, decide in ((a, _decide_single), (b, _decide_multi)):
+        with pytest.warns(UserWarning, match="already reported"):
+            got.append([decide(trial, 1, 0.5), decide(trial, 1, 9.0)])
+    assert got[0] == got[1] == [False, False]  # 9.0 ignored: 0.5 stands, below the median
+    assert val_loss_curve(b._get_latest_trial()) == {1: 0.5}
+
+
+def test_the_warm_up_counts_from_the_trial_s_last_step() -> None:
+    median = lambda: optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=3)  # noqa: E731
+    single, multi = _twins(median)
+    _finish(single, multi, [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    decisions = []
+    for study, decide in ((single, _decide_single), (multi, _decide_multi)):
+        trial = study.ask()
+        decisions.append([decide(trial, 5, 9.0), decide(trial, 1, 9.0)])
+    assert decisions[0] == [True, True]  # Optuna: step 1 reported after 5 is past warm-up
+    assert decisions[1] == decisions[0]
+
+
+def test_report_takes_what_trial_report_takes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    multi = optuna.create_study(
+        directions=["minimize", "maximize"], storage=f"sqlite:///{tmp_path}/v.db"
+    )
+    trial = multi.ask()
+    report(trial, np.int64(1), np.float32(0.5))
+    report(trial, 2.0, torch.tensor(0.25))
+    report(trial, 3, np.float64(0.125))
+    assert val_loss_curve(multi.trials[0]) == {1: 0.5, 2: 0.25, 3: 0.125}
+    with pytest.raises(ValueError, match="must be non-negative"):
+        report(trial, -1, 0.1)
+    with pytest.raises(TypeError, match="supposed to be a float"):
+        report(trial, 4, "low")
+    with pytest.raises(TypeError, match="supposed to be an int"):
+        report(trial, "four", 0.1)
+
+
+def test_a_tie_between_best_trials_is_broken_as_optuna_s_storage_breaks_it() -> None:
+    """Two trials with the same final loss, the later-numbered one completing first: Optuna's
+    in-memory storage keeps the first to complete as best, and the Wilcoxon pruner compares
+    against it."""
+    wilcoxon = lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.5)  # noqa: E731
+    single, multi = _twins(wilcoxon)
+    curves = {0: [5.0, 4.0, 3.0, 2.0, 1.0, 0.5], 1: [0.6, 0.7, 0.8, 0.9, 1.0, 0.5]}
+    for study, objective in ((single, lambda c: c[-1]), (multi, lambda c: [c[-1], 1.0])):
+        first, second = study.ask(), study.ask()
+        for trial, curve in ((second, curves[1]), (first, curves[0])):
+            for step, v in enumerate(curve, start=1):
+                (trial.report if study is single else lambda v, s, t=trial: report(t, s, v))(
+                    v, step
+                )
+        study.tell(second, objective(curves[1]))
+        study.tell(first, objective(curves[0]))
+    probe = [0.7, 0.75, 0.85, 0.95, 1.05, 0.55]
+    decisions = []
+    for study, decide in ((single, _decide_single), (multi, _decide_multi)):
+        trial = study.ask()
+        decisions.append([decide(trial, s, v) for s, v in enumerate(probe, start=1)])
+    assert single.best_trial.number == 1
+    assert decisions[1] == decisions[0]
