@@ -9,6 +9,9 @@ with a message naming it — never silently different decisions.
 - ``Study._study_id`` and ``FrozenTrial._trial_id``: the ids storage methods take.
 - ``_CachedStorage._backend``: which storage is under Optuna's cache (how it breaks ties).
 - ``Trial._get_latest_trial()``: a running trial's values as stored, without copying all of them.
+- ``HyperbandPruner._get_bracket_id`` and ``_create_bracket_study``: what Optuna's samplers
+  call on a study's Hyperband pruner to sample from a trial's bracket; ``KeepFront`` around a
+  Hyperband pruner hands them on, so the sampler behaves as under the plain pruner.
 - ``PercentilePruner._n_warmup_steps`` (and the median pruner, its subclass): the warm-up that
   Optuna's own multi-objective check applies, which bstune applies before translating.
 """
@@ -22,6 +25,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "HyperbandDelegate",
     "backend_of",
     "fail_running_trial",
     "latest_trial",
@@ -30,6 +34,21 @@ __all__ = [
     "study_id",
     "trial_id",
 ]
+
+
+class HyperbandDelegate(optuna.pruners.HyperbandPruner):
+    """A pruner that wraps a Hyperband pruner (``self.pruner``) and is one for Optuna: its
+    samplers check ``isinstance(study.pruner, HyperbandPruner)`` and then sample from the
+    trial's bracket only, through ``_get_bracket_id`` and ``_create_bracket_study``, which this
+    hands to the wrapped pruner."""
+
+    pruner: optuna.pruners.HyperbandPruner
+
+    def _get_bracket_id(self, study: optuna.Study, trial: FrozenTrial) -> int:
+        return self.pruner._get_bracket_id(study, trial)
+
+    def _create_bracket_study(self, study: optuna.Study, bracket_id: int) -> optuna.Study:
+        return self.pruner._create_bracket_study(study, bracket_id)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

@@ -44,7 +44,14 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune._optuna_private import backend_of, latest_trial, n_warmup_steps, storage_of, trial_id
+from bstune._optuna_private import (
+    HyperbandDelegate,
+    backend_of,
+    latest_trial,
+    n_warmup_steps,
+    storage_of,
+    trial_id,
+)
 
 __all__ = ["CURVE_ATTR", "KeepFront", "report", "val_loss_curve"]
 
@@ -57,12 +64,30 @@ class KeepFront(optuna.pruners.BasePruner):
     on the Pareto front by more than ``margin`` (see the module's docstring). In
     single-objective studies it is ``pruner``."""
 
+    def __new__(
+        cls, pruner: optuna.pruners.BasePruner | None = None, margin: float = 0.05
+    ) -> KeepFront:  # (no arguments: unpickling, which sets the state afterwards)
+        # Around Hyperband, an instance Optuna's samplers recognise as Hyperband (they sample
+        # from the trial's bracket only), as they would under the plain pruner.
+        if cls is KeepFront and isinstance(pruner, optuna.pruners.HyperbandPruner):
+            return super().__new__(_KeepFrontHyperband)
+        return super().__new__(cls)
+
     def __init__(self, pruner: optuna.pruners.BasePruner, margin: float = 0.05) -> None:
         self.pruner = pruner
         self.margin = margin
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         return self.pruner.prune(study, trial)
+
+    def __repr__(self) -> str:
+        return f"KeepFront({self.pruner!r}, margin={self.margin})"
+
+
+class _KeepFrontHyperband(KeepFront, HyperbandDelegate):
+    """``KeepFront`` around a Hyperband pruner."""
+
+    pruner: optuna.pruners.HyperbandPruner
 
 
 def report(

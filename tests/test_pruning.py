@@ -362,3 +362,30 @@ def test_a_tie_between_best_trials_is_broken_as_optuna_s_storage_breaks_it() -> 
         decisions.append([decide(trial, s, v) for s, v in enumerate(probe, start=1)])
     assert single.best_trial.number == 1
     assert decisions[1] == decisions[0]
+
+
+@pytest.mark.parametrize("directions", [["minimize"], ["minimize", "maximize"]])
+def test_keep_front_keeps_hyperband_s_bracket_sampling(directions: list[str]) -> None:
+    """TPE samples from the trial's Hyperband bracket (Optuna checks the study's pruner is a
+    HyperbandPruner); under KeepFront it must do the same: the same parameters, trial by trial."""
+
+    def run(pruner: optuna.pruners.BasePruner) -> list[float]:
+        study = optuna.create_study(
+            directions=directions, pruner=pruner,
+            sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=4),
+        )  # fmt: skip
+        for i in range(16):
+            trial = study.ask()
+            x = trial.suggest_float("x", -3, 3)
+            curve = [(x - 1) ** 2 + 1 / (s + 1) + 0.01 * i for s in range(9)]
+            try:
+                for step, v in enumerate(curve, start=1):
+                    report(trial, step, v)
+                study.tell(trial, [curve[-1], 1.0][: len(directions)])
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+        return [t.params["x"] for t in study.trials]
+
+    hyperband = lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9)  # noqa: E731
+    assert isinstance(KeepFront(hyperband()), optuna.pruners.HyperbandPruner)
+    assert run(KeepFront(hyperband())) == run(hyperband())
