@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from math import log2
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -49,6 +49,7 @@ __all__ = [
     "TrainingConfig",
     "load_study",
     "parse_study",
+    "validated",
 ]
 
 OBJECTIVES = ("val_accuracy", "val_loss", "train_time", "peak_memory", "throughput")
@@ -550,11 +551,8 @@ class StudyConfig(_Config):
 
     def with_training(self, **changes: Any) -> StudyConfig:
         """A copy with ``training`` keys replaced (command-line overrides), validated."""
-        try:
-            training = TrainingConfig.model_validate({**self.training.model_dump(), **changes})
-        except ValidationError as e:
-            msgs = (_describe({**err, "loc": ("training", *err["loc"])}) for err in e.errors())
-            raise ConfigError("command line: " + "; ".join(msgs)) from None
+        data = {**self.training.model_dump(), **changes}
+        training = validated(TrainingConfig, data, "command line", section="training")
         return self.model_copy(update={"training": training})
 
     @property
@@ -694,10 +692,29 @@ def parse_study(data: Any, source: str | None = None) -> StudyConfig:
             f"{where}: expected a mapping with sections study, dataset, model, training, ..., "
             f"got {type(data).__name__}"
         )
+    return validated(StudyConfig, {**data, "source": source}, where)
+
+
+def validated(model: type[_M], data: Any, where: str, section: str | None = None) -> _M:
+    """``model`` validated from ``data``; pydantic's errors translated, in this one place, to
+    one :class:`ConfigError` that names ``where``, each bad key (under ``section``), what was
+    given and what is expected.
+
+    >>> try:
+    ...     validated(SearchSpaceConfig, {"lr": {"low": 0.1}}, "space", section="search_space")
+    ... except ConfigError as e:
+    ...     print(e)
+    space: search_space.lr.high: required key is missing
+    """
     try:
-        return StudyConfig.model_validate({**data, "source": source})
+        return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{where}: " + "; ".join(_describe(err) for err in e.errors())) from None
+        prefix = (section,) if section else ()
+        msgs = (_describe({**err, "loc": (*prefix, *err["loc"])}) for err in e.errors())
+        raise ConfigError(f"{where}: " + "; ".join(msgs)) from None
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 _EXPECTED = {

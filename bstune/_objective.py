@@ -41,7 +41,6 @@ from typing import Any
 
 import optuna
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from bstune._config import (
@@ -50,8 +49,8 @@ from bstune._config import (
     SearchSpaceConfig,
     StudyConfig,
     TrainingConfig,
-    _describe,
     load_study,
+    validated,
 )
 from bstune._data import Dataset, load_dataset
 from bstune._engine import EpochStats, RunSpec, TrainResult, train
@@ -324,17 +323,11 @@ def _bound(factory: ModelFactory, trial: optuna.Trial) -> Callable[[Hyperparams]
 def _space(space: SearchSpaceConfig | Mapping[str, Any] | None) -> SearchSpaceConfig:
     if isinstance(space, SearchSpaceConfig):
         return space
-    try:
-        return SearchSpaceConfig.model_validate(dict(space or {}))
-    except ValidationError as e:
-        raise ConfigError("space: " + "; ".join(_describe(err) for err in e.errors())) from None
+    return validated(SearchSpaceConfig, dict(space or {}), "space")
 
 
 def _training(**values: Any) -> TrainingConfig:
-    try:
-        return TrainingConfig.model_validate(values)
-    except ValidationError as e:
-        raise ConfigError("; ".join(_describe(err) for err in e.errors())) from None
+    return validated(TrainingConfig, values, "training")
 
 
 def _objectives(names: Sequence[str] | None) -> list[str]:

@@ -15,7 +15,14 @@ from typing import Any
 import optuna
 import torch
 
-from bstune._config import FLOAT_PARAMS, ConfigError, FloatRange, LrRange, SearchSpaceConfig
+from bstune._config import (
+    FLOAT_PARAMS,
+    ConfigError,
+    FloatRange,
+    LrRange,
+    SearchSpaceConfig,
+    validated,
+)
 from bstune._optim import Hyperparams, make_optimizer
 
 __all__ = [
@@ -139,7 +146,7 @@ def suggest(
         True
     """
     if not isinstance(space, SearchSpaceConfig):
-        space = SearchSpaceConfig.model_validate(space)
+        space = validated(SearchSpaceConfig, space, "space")
     bs = space.batch_size
     if bs.low == bs.high:
         batch_size = bs.low

@@ -234,3 +234,34 @@ def test_a_dataset_too_large_for_memory_is_streamed(digits, monkeypatch) -> None
     assert Digits.reads == 3 * len(x) + 1  # every epoch read it again (and one item to size it)
     metrics = study.trials[0].user_attrs["bstune:metrics"]
     assert metrics["epochs"] == 3 and metrics["steps"] == 3 * math.ceil(len(x) / 64)
+
+
+def test_one_objective_over_several_interrupted_runs_queues_each_trial_once(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+
+    from bstune._config import parse_study
+    from bstune._study import open_study, run_study
+
+    cfg = parse_study({
+        "study": {"name": "again", "storage": f"sqlite:///{tmp_path}/again.db"},
+        "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [8]},
+        "training": {"epochs": 1, "device": "cpu"},
+        "search_space": {"batch_size": 64, "optimizer": ["sgd"]},
+        "objectives": ["val_accuracy"],  # one: run_study keeps before_trial as set here
+    })  # fmt: skip
+    objective = bstune.Objective(cfg)
+    objective.before_trial = lambda: os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in a trial
+    study = open_study(cfg)
+    for _ in range(2):
+        assert run_study(study, cfg, n_trials=1, objective=objective).interrupted == "SIGINT"
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
+
+
+def test_suggest_with_a_bad_space_is_a_config_error() -> None:
+    trial = optuna.create_study().ask()
+    with pytest.raises(bstune.ConfigError, match=r"space: lr.low: expected a number, got 'x'"):
+        bstune.suggest(trial, {"lr": {"low": "x", "high": 0.1}})
