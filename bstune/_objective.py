@@ -32,7 +32,6 @@ trial carries ``memory_mb`` (<= 0 when it fits).
 from __future__ import annotations
 
 import inspect
-import math
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +53,7 @@ from bstune._config import (
 )
 from bstune._data import Dataset, load_dataset
 from bstune._engine import EpochStats, RunSpec, TrainResult, train
+from bstune._json import json_safe
 from bstune._measure import is_out_of_memory, release_memory
 from bstune._metrics import ATTR, DIRECTIONS
 from bstune._optim import Hyperparams
@@ -387,7 +387,7 @@ def _record(
         metrics["kept_on_front"] = kept
     if stopped:
         metrics["stopped"] = stopped
-    trial.set_user_attr(f"{ATTR}metrics", _finite(metrics))
+    trial.set_user_attr(f"{ATTR}metrics", json_safe(metrics))
 
 
 def _projected(
@@ -405,7 +405,3 @@ def _projected(
     }
     return [now[o] for o in objectives]
 
-
-def _finite(d: dict[str, Any]) -> dict[str, Any]:
-    """NaN and infinities become None: JSON has no such numbers, and the dashboard chokes."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}

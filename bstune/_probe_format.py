@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Literal
 
+from bstune._json import dumps
 from bstune._probe import ProbeResult, ProbeRow
 from bstune._report_format import text_table
 
@@ -61,7 +61,7 @@ def render_probe(result: ProbeResult, fmt: ProbeFormat, what: str = "") -> str:
     if fmt == "json":
         out = asdict(result)
         out["hparams"] = asdict(result.hparams)
-        return json.dumps(out, indent=2) + "\n"
+        return dumps(out, indent=2) + "\n"
     hp = result.hparams
     where = "each in its own process" if result.isolated else "in this process"
     lines = [

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from bstune._json import dumps
 from bstune._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
 
 __all__ = ["FORMATS", "render", "tables", "text_table", "write_tables"]
@@ -145,7 +145,7 @@ def _recommendation(title: str, rec: Recommendation) -> str:
 def render(report: Report, fmt: Format) -> str:
     """The report in ``fmt``."""
     if fmt == "json":
-        return json.dumps(_jsonable(report), indent=2, default=str)
+        return dumps(_jsonable(report), indent=2, default=str)
     if fmt == "csv":
         headers, body = next(iter(tables(report).values()))
         return _csv(headers, body)

@@ -8,7 +8,6 @@ SIGINT / SIGTERM.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -333,7 +332,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(RunSpec.from_study(cfg, dataset, hp), on_epoch=progress)
     if args.json:
-        print(json.dumps({"params": hp.__dict__, **result.to_dict()}))
+        from bstune._json import dumps
+
+        print(dumps({"params": hp.__dict__, **result.to_dict()}))
     else:
         _print_result(hp, result)
     if result.diverged:

@@ -265,3 +265,19 @@ def test_suggest_with_a_bad_space_is_a_config_error() -> None:
     trial = optuna.create_study().ask()
     with pytest.raises(bstune.ConfigError, match=r"space: lr.low: expected a number, got 'x'"):
         bstune.suggest(trial, {"lr": {"low": "x", "high": 0.1}})
+
+
+def test_stored_metrics_are_json_at_every_depth(tmp_path: Path) -> None:
+    import json
+
+    study_file = tmp_path / "j.yaml"
+    study_file.write_text(
+        "dataset: {name: digits}\nmodel: {name: mlp, hidden: [8]}\n"
+        "training: {epochs: 1, device: cpu}\nsearch_space: {batch_size: 512}\n"
+    )
+    objective = bstune.Objective.from_yaml(study_file)
+    study = optuna.create_study(directions=objective.directions)
+    study.optimize(objective, n_trials=1)
+    metrics = study.trials[0].user_attrs["bstune:metrics"]
+    assert metrics["curves"]  # per-epoch records, noise scale among them
+    json.dumps(metrics, allow_nan=False)  # raises on a NaN anywhere
