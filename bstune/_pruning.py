@@ -215,7 +215,7 @@ def _view(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> optuna.Stud
     if view is None:
         view = optuna.Study(
             study_name=study.study_name,
-            storage=_ValLossStorage(storage_of(study)),  # type: ignore[arg-type]
+            storage=_ValLossStorage(storage_of(study)),
             sampler=study.sampler,
             pruner=pruner,
         )
@@ -246,8 +246,9 @@ def _with_curve(trial: FrozenTrial) -> FrozenTrial:
     return view
 
 
-class _ValLossStorage:
-    """The study's storage, as a single-objective study on validation loss would hold it.
+class _ValLossStorage(BaseStorage):
+    """The study's storage, as a single-objective study on validation loss would hold it: a
+    :class:`optuna.storages.BaseStorage` (Optuna's public interface for storages).
 
     Reads of directions and trials are translated; everything else (writes included, such as
     successive halving's rung attributes) goes to the real storage. A finished trial cannot
@@ -268,9 +269,56 @@ class _ValLossStorage:
             view = self._finished[key] = _with_curve(trial)
         return view
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # what the real storage has beyond BaseStorage
         return getattr(self._storage, name)
 
+    # Passed to the real storage as they are.
+    def create_new_study(self, *args: Any, **kwargs: Any) -> int:
+        return self._storage.create_new_study(*args, **kwargs)
+
+    def delete_study(self, study_id: int) -> None:
+        self._storage.delete_study(study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._storage.set_study_user_attr(study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._storage.set_study_system_attr(study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._storage.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._storage.get_study_name_from_id(study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._storage.get_study_user_attrs(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._storage.get_study_system_attrs(study_id)
+
+    def get_all_studies(self) -> list[Any]:
+        return self._storage.get_all_studies()
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._storage.create_new_trial(study_id, template_trial)
+
+    def set_trial_param(self, *args: Any, **kwargs: Any) -> None:
+        self._storage.set_trial_param(*args, **kwargs)
+
+    def set_trial_state_values(self, *args: Any, **kwargs: Any) -> bool:
+        return self._storage.set_trial_state_values(*args, **kwargs)
+
+    def set_trial_intermediate_value(self, *args: Any, **kwargs: Any) -> None:
+        self._storage.set_trial_intermediate_value(*args, **kwargs)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_system_attr(trial_id, key, value)
+
+    # Translated.
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
         return [StudyDirection.MINIMIZE]
 

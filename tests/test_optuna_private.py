@@ -1,0 +1,99 @@
+"""Every use of Optuna's private API (bstune/_optuna_private.py), pinned.
+
+If an Optuna release renames or changes one of these, the test that fails names it: bstune must
+then follow it, never decide differently in silence.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import optuna
+import pytest
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from bstune import _optuna_private as private
+from bstune._pruning import KeepFront
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def test_study_storage_and_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/p.db")
+    storage = private.storage_of(study)
+    assert isinstance(storage, BaseStorage), "Study._storage is no longer the study's storage"
+    sid = private.study_id(study)
+    assert storage.get_study_name_from_id(sid) == study.study_name, "Study._study_id changed"
+    backend = private.backend_of(storage)
+    assert isinstance(backend, optuna.storages.RDBStorage), (
+        "_CachedStorage._backend no longer holds the RDB storage under Optuna's cache"
+    )
+    memory = optuna.create_study()
+    assert isinstance(
+        private.backend_of(private.storage_of(memory)), optuna.storages.InMemoryStorage
+    )
+
+
+def test_trial_ids_and_latest_trial() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.report(0.5, 1)
+    latest = private.latest_trial(trial)
+    assert isinstance(latest, FrozenTrial), "Trial._get_latest_trial() changed"
+    assert latest.intermediate_values == {1: 0.5}
+    tid = private.trial_id(latest)
+    assert private.storage_of(study).get_trial(tid).number == latest.number, (
+        "FrozenTrial._trial_id is no longer the storage's id of the trial"
+    )
+
+
+def test_percentile_warm_up() -> None:
+    for pruner in (
+        optuna.pruners.MedianPruner(n_warmup_steps=3),
+        optuna.pruners.PercentilePruner(25.0, n_warmup_steps=3),
+    ):
+        assert private.n_warmup_steps(pruner) == 3, "PercentilePruner._n_warmup_steps changed"
+
+
+def test_hyperband_brackets() -> None:
+    hyperband = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9)
+    for name in ("_get_bracket_id", "_create_bracket_study"):
+        assert callable(getattr(hyperband, name, None)), f"HyperbandPruner.{name} is gone"
+    assert list(inspect.signature(hyperband._get_bracket_id).parameters) == ["study", "trial"]
+    assert list(inspect.signature(hyperband._create_bracket_study).parameters) == [
+        "study", "bracket_id",
+    ], "HyperbandPruner._create_bracket_study's signature changed"  # fmt: skip
+    # Optuna's samplers decide "sample within the bracket" by this very check:
+    source = inspect.getsource(optuna.pruners._filter_study)
+    assert "isinstance(study.pruner, HyperbandPruner)" in source, (
+        "optuna.pruners._filter_study no longer recognises Hyperband by isinstance"
+    )
+    study = optuna.create_study(pruner=KeepFront(hyperband))
+    trial = study.ask()
+    filtered = optuna.pruners._filter_study(study, private.latest_trial(trial))
+    assert filtered is not study, "KeepFront(Hyperband) no longer yields bracket studies"
+
+
+def test_failing_a_running_trial(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/f.db")
+    trial = study.ask()
+    private.fail_running_trial(study, study.trials[trial.number], "worker 0 was killed")
+    [frozen] = study.trials
+    assert frozen.state == TrialState.FAIL
+    assert frozen.user_attrs["bstune:error"] == "worker 0 was killed"
+
+
+@pytest.mark.parametrize("module", ["_pruning", "_study", "_curves", "_report", "cli"])
+def test_no_private_optuna_api_outside_its_module(module: str) -> None:
+    import importlib
+    import re
+
+    source = inspect.getsource(importlib.import_module(f"bstune.{module}"))
+    uses = re.findall(
+        r"\.(_storage|_study_id|_trial_id|_get_latest_trial|_values|_n_warmup_steps|"
+        r"_is_multi_objective|_backend|_get_bracket_id|_create_bracket_study)\b(?!\w)",
+        "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#")),
+    )
+    allowed = {"_storage"} if module == "_pruning" else set()  # the proxy's own attribute
+    assert set(uses) <= allowed, f"bstune.{module} uses Optuna's private {set(uses)}"
