@@ -13,10 +13,14 @@ Definitions (the README's "Reading a study" says the same):
   budget, out of memory) is shown as "infeasible".
 * Hypervolume: each objective is mapped to [0, 1], 0 its ideal and 1 its reference value —
   ``val_accuracy`` 1 → 0 and 0 → 1; ``train_time``, ``peak_memory``, ``val_loss`` 0 → 0 and the
-  reference (default: 1.1 × the largest value among complete trials) → 1; ``throughput`` its
-  reference (default 1.1 × the largest) → 0 and 0 → 1; any other objective from its best to
-  its worst value. The reference point is (1, …, 1). Two studies' hypervolumes compare when they
-  are computed with the same references (``--reference train_time=60,peak_memory=512``).
+  reference (default: 1.1 × the largest value among the complete, feasible trials) → 1;
+  ``throughput`` its reference (default 1.1 × the largest) → 0 and 0 → 1; an objective bstune
+  does not know (a plain Optuna study's) its best value among the complete, feasible trials → 0
+  and its reference (default: its worst value, plus a tenth of the best-to-worst span) → 1.
+  Values beyond a reference are clipped to it (such a trial adds no volume), so the hypervolume
+  is always in [0, 1]. The reference point is (1, …, 1). Two studies' hypervolumes compare when
+  they are computed with the same references (``--reference train_time=60,peak_memory=512``);
+  for unknown objectives only if their best values agree too.
 * Knee: the front's trial nearest the ideal point once each objective is scaled to [0, 1] over
   the front (``_pareto.knee``).
 * Constraints: ``max_memory_mb``, ``max_time_s``, ``min_accuracy`` on the measured peak memory,
@@ -178,9 +182,11 @@ def build_report(
     if len(objectives) > 1:
         front = [done[i] for i in np.flatnonzero(non_dominated(losses))] if done else []
         front.sort(key=lambda r: tuple(_loss(r, objectives, directions)))
-        scale = _reference(objectives, done, reference or {})
-        hv = hypervolume(_normalise(losses, objectives, scale), np.ones(len(objectives)))
-        history = _hv_history(rows, objectives, directions, scale, history_points)
+        scale = _reference(objectives, directions, done, reference or {})
+        ideal = _ideal(objectives, directions, done)
+        normalised = _normalise(losses, objectives, directions, scale, ideal)
+        hv = hypervolume(normalised, np.ones(len(objectives)))
+        history = _hv_history(rows, objectives, directions, scale, ideal, history_points)
         knee_rec = _knee(front, objectives, directions)
         importances = None
     else:
@@ -294,23 +300,48 @@ def _losses(rows: Sequence[TrialRow], objectives: Sequence[str], directions: Seq
 
 
 def _reference(
-    objectives: Sequence[str], done: Sequence[TrialRow], given: Mapping[str, float]
+    objectives: Sequence[str],
+    directions: Sequence[str],
+    done: Sequence[TrialRow],
+    given: Mapping[str, float],
 ) -> dict[str, float]:
     """Per objective, the value that maps to 1 — or for a maximised rate, to 0."""
     out = {}
-    for o in objectives:
+    for o, d in zip(objectives, directions, strict=True):
+        seen = [r.values[o] for r in done if math.isfinite(r.values[o])]
         if o in given:
             out[o] = float(given[o])
         elif o == "val_accuracy":
             out[o] = 0.0
+        elif o in DIRECTIONS:
+            out[o] = 1.1 * max(map(abs, seen)) if seen else 1.0
+        elif seen:  # unknown: the worst value, a tenth of the span further
+            best, worst = (min(seen), max(seen)) if d == "minimize" else (max(seen), min(seen))
+            span = abs(worst - best) or abs(best) or 1.0
+            out[o] = worst + 0.1 * span * (1.0 if d == "minimize" else -1.0)
         else:
-            seen = [abs(r.values[o]) for r in done if math.isfinite(r.values[o])]
-            out[o] = 1.1 * max(seen) if seen else 1.0
+            out[o] = 1.0
+    return out
+
+
+def _ideal(
+    objectives: Sequence[str], directions: Sequence[str], done: Sequence[TrialRow]
+) -> dict[str, float]:
+    """For objectives bstune does not know, the best value seen (mapped to 0)."""
+    out = {}
+    for o, d in zip(objectives, directions, strict=True):
+        seen = [r.values[o] for r in done if math.isfinite(r.values[o])]
+        if o not in DIRECTIONS and seen:
+            out[o] = min(seen) if d == "minimize" else max(seen)
     return out
 
 
 def _normalise(
-    losses: np.ndarray, objectives: Sequence[str], scale: Mapping[str, float]
+    losses: np.ndarray,
+    objectives: Sequence[str],
+    directions: Sequence[str],
+    scale: Mapping[str, float],
+    ideal: Mapping[str, float],
 ) -> np.ndarray:
     """Losses (maximised objectives negated) mapped to [0, 1] as the module docstring says."""
     out = np.empty_like(losses)
@@ -318,10 +349,15 @@ def _normalise(
         col, ref = losses[:, j], scale[o]
         if o == "val_accuracy":
             out[:, j] = (1.0 + col) / (1.0 - ref) if ref < 1 else 1.0 + col  # -acc → 1 - acc
-        elif DIRECTIONS.get(o) == "maximize":  # -rate → 1 - rate / ref
+        elif o not in DIRECTIONS:  # best → 0, reference → 1, in loss terms
+            sign = 1.0 if directions[j] == "minimize" else -1.0
+            zero, one = sign * ideal.get(o, ref), sign * ref
+            out[:, j] = (col - zero) / (one - zero) if one > zero else np.where(col > one, 1, 0)
+        elif DIRECTIONS[o] == "maximize":  # -rate → 1 - rate / ref
             out[:, j] = 1.0 + col / ref if ref > 0 else 1.0
         else:
             out[:, j] = col / ref if ref > 0 else col
+    np.clip(out, 0.0, 1.0, out=out)
     return out
 
 
@@ -330,6 +366,7 @@ def _hv_history(
     objectives: Sequence[str],
     directions: Sequence[str],
     scale: Mapping[str, float],
+    ideal: Mapping[str, float],
     points: int,
 ) -> list[tuple[int, float]]:
     """Hypervolume of the front of the first k trials, at up to ``points`` values of k."""
@@ -345,7 +382,8 @@ def _hv_history(
         for r in rows[k:mark]:
             if r.state != "complete":
                 continue
-            p = _normalise(np.array([_loss(r, objectives, directions)]), objectives, scale)
+            loss = np.array([_loss(r, objectives, directions)])
+            p = _normalise(loss, objectives, directions, scale, ideal)
             if not np.any(np.all(front <= p, axis=1)):  # not weakly dominated: the front grows
                 front = np.vstack([front[~np.all(p <= front, axis=1)], p])
                 changed = True

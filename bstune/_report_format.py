@@ -14,12 +14,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bstune._json import dumps
+from bstune._metrics import UNITS
 from bstune._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
 
 __all__ = ["FORMATS", "render", "tables", "text_table", "write_tables"]
 
 FORMATS = ("table", "markdown", "csv", "json")
 Format = Literal["table", "markdown", "csv", "json"]
+
+
+def _reference_text(objective: str, value: float) -> str:
+    """``val_accuracy 0`` reads as a typo; say what the reference means for each objective."""
+    if objective == "val_accuracy":
+        return f"val_accuracy {value:g} (an accuracy of {value:g} scales to 1, of 1 to 0)"
+    if objective == "throughput":
+        return f"throughput {value:,.4g} samples/s (0 at or above it)"
+    unit = UNITS.get(objective)
+    return f"{objective} {value:.4g}{' ' + unit if unit else ''}"
 
 
 def _cell(v: Any) -> str:
@@ -164,7 +175,7 @@ def render(report: Report, fmt: Format) -> str:
     out += [f"warning: {w}" for w in report.warnings]
     out += ["", f"{h}Batch sizes", "", text_table(*_batch_table(report.batch_sizes), md)]
     if report.multi_objective and report.hypervolume is not None:
-        refs = ", ".join(f"{o} {v:g}" for o, v in report.reference.items())
+        refs = ", ".join(_reference_text(o, v) for o, v in report.reference.items())
         growth = [
             p
             for i, p in enumerate(report.hypervolume_history)
@@ -174,7 +185,9 @@ def render(report: Report, fmt: Format) -> str:
             "",
             f"{h}Hypervolume",
             "",
-            f"{report.hypervolume:.4f} (objectives scaled to [0, 1]; reference values: {refs})",
+            f"{report.hypervolume:.4f} of the largest possible, 1 (each objective scaled to "
+            f"[0, 1] between its ideal and its reference value, the value that adds no volume: "
+            f"{refs})",
             "growth: " + ", ".join(f"{hv:.4f} after {k} trials" for k, hv in growth),
         ]
     out += ["", f"{h}Recommendation", ""]

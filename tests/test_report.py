@@ -206,3 +206,27 @@ def test_cli_report_bad_input_is_one_line_and_creates_nothing(tmp_path: Path, wr
     out = bstune("report", study_file, "--storage", url, "--study-name", "hand",
                  "--min-accuracy", "7")  # fmt: skip
     assert out.returncode == 2 and "between 0 and 1" in out.stderr
+
+
+def test_hypervolume_of_objectives_bstune_does_not_know_is_in_0_1() -> None:
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        directions = list(rng.choice(["minimize", "maximize"], size=int(rng.integers(2, 4))))
+        study = optuna.create_study(directions=directions)
+        for _ in range(int(rng.integers(1, 12))):
+            values = list(rng.normal(rng.normal(0, 50), rng.uniform(0.1, 100), len(directions)))
+            study.add_trial(create_trial(values=values))
+        hv = build_report(study).hypervolume
+        assert hv is not None and 0.0 <= hv <= 1.0, (i, directions, hv)
+
+
+def test_unknown_objectives_are_scaled_from_best_to_reference() -> None:
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    for a, b in ((0.0, 0.0), (1.0, 1.0)):  # a trade-off: (best a, worst b) and the reverse
+        study.add_trial(create_trial(values=[a, b]))
+    report = build_report(study)
+    assert report.reference == pytest.approx({"objective_0": 1.1, "objective_1": -0.1})
+    # Scaled: (0, 1/1.1) and (1/1.1, 0); each dominates a 1 × (1 - 1/1.1) strip.
+    strip = 1 - 1 / 1.1
+    assert report.hypervolume is not None
+    assert abs(report.hypervolume - (2 * strip - strip**2)) < 1e-9
