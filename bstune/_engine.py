@@ -230,7 +230,7 @@ def _train(
     data_time = clock.now() - t0
 
     model = _build(spec, data).to(device)
-    warmup = round(hp.warmup_epochs * _steps_per_epoch(n, hp.batch_size, spec.drop_last))
+    warmup = warmup_steps(hp, n, spec.drop_last)
     stepper = _Stepper(model, hp, amp_dtype, device, warmup, spec.loss, spec.noise_scale_every)
     policy = ThreadPolicy(
         spec.threads if cpu and own_threads else torch.get_num_threads(), torch.set_num_threads,
@@ -356,6 +356,24 @@ def _calibrator(
             return calibrate(step, counts, torch.set_num_threads, run_steps=run_steps)
 
     return run
+
+
+def warmup_steps(hp: Hyperparams, n: int, drop_last: bool = False) -> int:
+    """The optimisation steps ``hp.warmup_epochs`` epochs of ``n`` examples take, each epoch at
+    the batch size ``hp.batch_schedule`` gives it: under a growing batch the warm-up ends where
+    configured, not later (epochs are shorter once the batch has grown).
+
+    >>> hp = Hyperparams(batch_size=64, warmup_epochs=2, batch_schedule="grow_batch",
+    ...                  grow_every_epochs=1, schedule_factor=2, max_batch_size=256)
+    >>> warmup_steps(hp, 6400)  # 100 steps at 64, then 50 at 128
+    150
+    """
+    whole = int(hp.warmup_epochs)
+    steps: float = sum(_steps_per_epoch(n, schedule_at(hp, e)[0], drop_last) for e in range(whole))
+    part = hp.warmup_epochs - whole
+    if part > 0:
+        steps += part * _steps_per_epoch(n, schedule_at(hp, whole)[0], drop_last)
+    return round(steps)
 
 
 def _steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:

@@ -131,6 +131,18 @@ def test_warmup_reaches_the_rate_at_the_configured_step(digits) -> None:
     assert [e.lr for e in r.epochs] == pytest.approx([0.05, 0.1, 0.1])
 
 
+def test_warmup_under_a_growing_batch_ends_where_configured(digits) -> None:
+    n = len(digits.train)
+    hp = Hyperparams(batch_size=n // 8, lr=0.1, optimizer="sgd", warmup_epochs=2,
+                     batch_schedule="grow_batch", grow_every_epochs=1, schedule_factor=2,
+                     max_batch_size=n // 2)  # fmt: skip
+    r = train(RunSpec(digits, MLP, hp, epochs=4, device="cpu", drop_last=True))
+    # Epoch 1: 8 steps at B, epoch 2: 4 at 2B — 12 warm-up steps; from epoch 3 the full rate
+    # (0.1, at 4B, no decay before the cap).
+    assert r.epochs[1].lr == pytest.approx(0.1) and r.epochs[2].lr == pytest.approx(0.1)
+    assert r.epochs[0].lr == pytest.approx(0.1 * 8 / 12)
+
+
 def test_label_smoothing_raises_the_training_loss_floor(digits) -> None:
     plain = train(
         RunSpec(digits, MLP, Hyperparams(batch_size=32, lr=3e-3), epochs=8, device="cpu")
