@@ -243,6 +243,7 @@ def _train(
     for epoch in range(1, spec.epochs + 1):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+            stepper.cuda_peak = 0
         new_batch, stepper.lr_scale = schedule_at(hp, epoch - 1)
         if new_batch != batch or epoch == 1:
             left = spec.epochs - epoch + 1  # the steps this batch size may run for, at most
@@ -266,7 +267,7 @@ def _train(
         train_time = clock.now() - start
         use = use + CpuUse.between(reading, CpuReading.now())
         if device.type == "cuda":
-            epoch_peak = torch.cuda.max_memory_allocated(device)
+            epoch_peak = max(torch.cuda.max_memory_allocated(device), stepper.cuda_peak)
         else:  # measured on one step of the first epoch (and the second: _measure_at)
             epoch_peak = max(out.live_peak_bytes, peak_bytes)
         peak_bytes = max(peak_bytes, epoch_peak)
@@ -407,6 +408,10 @@ class _Stepper:
         self.autocast = _autocast(device, amp_dtype)
         self.count = 0
         self.noise_every, self.noise = noise_every, NoiseScale()
+        # On CUDA, the allocator's peak before each split step (whose two gradients at once
+        # are the noise estimate's, not the training's): the engine's peak is the larger of
+        # this and the allocator's peak since the last split step.
+        self.cuda_peak = 0
         self._lr_scale = 1.0
 
     @property
@@ -452,22 +457,34 @@ class _Stepper:
         ordinary step (a model with batch norm sees two half-batches' statistics)."""
         b = len(yb)
         h = b // 2
+        cuda = xb.device.type == "cuda"
+        if cuda:  # this step holds two gradients at once: kept out of the measured peak
+            self.cuda_peak = max(self.cuda_peak, torch.cuda.max_memory_allocated(xb.device))
         self.opt.zero_grad(set_to_none=True)
         with self.autocast:
             first = self.loss(self.model(xb[:h]), yb[:h])
         self.scaler.scale(first * (h / b)).backward()
-        small = squared_grad_norm(self.params) * (b / h) ** 2
+        halves = [p.grad for p in self.params]  # the first half's, set aside (no copy)
+        for p in self.params:
+            p.grad = None
+        first_sq = squared_grad_norm(self.params, halves) * (b / h) ** 2
         with self.autocast:
             second = self.loss(self.model(xb[h:]), yb[h:])
         self.scaler.scale(second * ((b - h) / b)).backward()
+        second_sq = squared_grad_norm(self.params) * (b / (b - h)) ** 2
+        for p, g in zip(self.params, halves, strict=True):  # the whole batch's gradient
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad.add_(g)
         big = squared_grad_norm(self.params)
         loss = (first.detach() * h + second.detach() * (b - h)) / b
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(xb.device)
         if self.scaler.is_enabled():  # fp16: gradients are scaled, and may have overflowed
             unscale = self.scaler.get_scale() ** -2
-            small, big = small * unscale, big * unscale
-            if not bool(torch.isfinite(small) & torch.isfinite(big)):
+            first_sq, second_sq, big = first_sq * unscale, second_sq * unscale, big * unscale
+            if not bool(torch.isfinite(torch.stack([first_sq, second_sq, big])).all()):
                 return loss
-        self.noise.update(small, h, big, b)
+        self.noise.update_halves(first_sq, h, second_sq, b - h, big)
         return loss
 
 
