@@ -39,12 +39,7 @@ if TYPE_CHECKING:
     from bstune._idx import DataFileError, read_idx
     from bstune._measure import LiveTensorMemory, Measure
     from bstune._models import ModelError, build_model
-    from bstune._noise import (
-        NoiseScale,
-        critical_tradeoff,
-        squared_grad_norm,
-        statistical_efficiency,
-    )
+    from bstune._noise import NoiseScale, squared_grad_norm
     from bstune._objective import Objective
     from bstune._optim import Hyperparams, make_optimizer, schedule_at
     from bstune._probe import ProbeResult, ProbeRow, probe, write_narrowed
@@ -52,6 +47,7 @@ if TYPE_CHECKING:
     from bstune._report import Constraints, Report, build_report
     from bstune._science import NoiseReport, noise_report, read_probe_throughput
     from bstune._space import Sampled, scale_hparams, suggest
+    from bstune._tradeoff import critical_tradeoff, statistical_efficiency
 
 _EXPORTS = {
     "ConfigError": "_config",
@@ -80,9 +76,9 @@ _EXPORTS = {
     "make_optimizer": "_optim",
     "schedule_at": "_optim",
     "NoiseScale": "_noise",
-    "critical_tradeoff": "_noise",
+    "critical_tradeoff": "_tradeoff",
     "squared_grad_norm": "_noise",
-    "statistical_efficiency": "_noise",
+    "statistical_efficiency": "_tradeoff",
     "NoiseReport": "_science",
     "noise_report": "_science",
     "read_probe_throughput": "_science",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bstune._config import ConfigError
-from bstune._noise import critical_tradeoff, statistical_efficiency
+from bstune._tradeoff import critical_tradeoff, statistical_efficiency
 
 if TYPE_CHECKING:
     from bstune._report import TrialRow

@@ -230,3 +230,44 @@ def test_unknown_objectives_are_scaled_from_best_to_reference() -> None:
     strip = 1 - 1 / 1.1
     assert report.hypervolume is not None
     assert abs(report.hypervolume - (2 * strip - strip**2)) < 1e-9
+
+
+def test_report_and_dashboard_run_where_torch_cannot_be_imported(write_study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    study_file = write_study(
+        study={"name": "no-torch"}, training={"epochs": 1, "device": "cpu"},
+        search_space={"batch_size": {"low": 32, "high": 64}, "lr": 0.01, "optimizer": ["sgd"]},
+        sampler={"name": "random", "seed": 0}, pruner={"name": "none"},
+    )  # fmt: skip
+    url = f"sqlite:///{tmp_path}/nt.db"
+    assert bstune("optimize", study_file, "--storage", url, "--n-trials", "2",
+                  "--no-progress").returncode == 0  # fmt: skip
+    blocker = tmp_path / "blocker" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent)}
+    exe = [sys.executable, "-m", "bstune.cli"]
+    out = subprocess.run([*exe, "report", str(study_file), "--storage", url, "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Pareto front" in out.stdout and (tmp_path / "out" / "pareto.png").is_file()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([*exe, "dashboard", str(study_file), "--storage", url, "--port",
+                             str(port)], stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "optuna-dashboard on" in line, line + proc.stderr.read()
+        time.sleep(0.5)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
