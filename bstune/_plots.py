@@ -2,7 +2,7 @@
 
 Three figures, each drawn from a ``Report``:
 
-* ``pareto`` — every pair of objectives (complete trials, coloured by log2 batch size; the
+* ``pareto`` — every pair of objectives (complete trials, coloured by batch size, log scale; the
   front's trials ringed), and with three objectives ``pareto_3d`` as well;
 * ``batch_size`` — accuracy, training time and peak memory against batch size;
 * ``curves`` — validation loss per epoch of the front's (or best) trials.
@@ -44,6 +44,16 @@ def _log2(b: int | None) -> float:
     return math.log2(b) if b else 0.0
 
 
+def _batch_ticks(trials: Sequence[TrialRow]) -> tuple[list[float], list[str]]:
+    """Colour-bar ticks for batch size coloured on a log2 scale: at the batch sizes seen (at
+    most 8 of them), labelled with the batch size itself, not its logarithm."""
+    sizes = sorted({t.batch_size for t in trials if t.batch_size})
+    if len(sizes) > 8:
+        step = math.ceil(len(sizes) / 8)
+        sizes = sizes[::step]
+    return [_log2(b) for b in sizes], [str(b) for b in sizes]
+
+
 def _complete(report: Report) -> list[TrialRow]:
     return [t for t in report.trials if t.state == "complete"]
 
@@ -54,6 +64,7 @@ def plotly_figures(report: Report) -> dict[str, Any]:
     from plotly.subplots import make_subplots
 
     done, on_front = _complete(report), {t.number for t in report.front}
+    tickvals, ticktext = _batch_ticks(done)
     groups = {
         "other trials": [t for t in done if t.number not in on_front],
         "Pareto front": [t for t in done if t.number in on_front],
@@ -74,7 +85,7 @@ def plotly_figures(report: Report) -> dict[str, Any]:
                 "cmin": min((_log2(t.batch_size) for t in done), default=0),
                 "cmax": max((_log2(t.batch_size) for t in done), default=1),
                 "showscale": first and front,
-                "colorbar": {"title": "log2 batch"},
+                "colorbar": {"title": "batch size", "tickvals": tickvals, "ticktext": ticktext},
                 "symbol": "diamond" if front else "circle",
                 "line": {"width": 2 if front else 0, "color": "red"},
             },
@@ -141,6 +152,7 @@ def plotly_figures(report: Report) -> dict[str, Any]:
     fig.update_layout(title=f"Accuracy, time and memory against batch size ({report.study_name})")
     figs["batch_size"] = fig
     fig = go.Figure()
+    curves = [t.curve for t in report.front if t.curve]
     for t in report.front:
         if t.curve:
             fig.add_trace(
@@ -156,6 +168,7 @@ def plotly_figures(report: Report) -> dict[str, Any]:
         xaxis_title="epoch",
         yaxis_title="validation loss",
         yaxis_type="log",
+        xaxis={"tickformat": "d", "dtick": 1 if max(map(len, curves), default=0) <= 20 else None},
     )
     figs["curves"] = fig
     return figs
@@ -166,14 +179,24 @@ def _matplotlib_figures(report: Report) -> dict[str, Any]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     done, front = _complete(report), {t.number for t in report.front}
     colour = [_log2(t.batch_size) for t in done]
     edge = ["red" if t.number in front else "none" for t in done]
+    tickvals, ticktext = _batch_ticks(done)
+
+    def batch_bar(fig: Any, mappable: Any, ax: Any, **kw: Any) -> None:
+        bar = fig.colorbar(mappable, ax=ax, label="batch size", **kw)
+        bar.set_ticks(tickvals, labels=ticktext)
+
     figs: dict[str, Any] = {}
     if report.multi_objective:
         pairs = list(combinations(report.objectives, 2))
-        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
+        # constrained layout: each panel's y-label clear of the panel to its left
+        fig, axes = plt.subplots(
+            1, len(pairs), figsize=(5.5 * len(pairs), 4.2), squeeze=False, layout="constrained"
+        )
         sc = None
         for ax, (a, b) in zip(axes[0], pairs, strict=True):
             sc = ax.scatter(
@@ -187,23 +210,27 @@ def _matplotlib_figures(report: Report) -> dict[str, Any]:
             ax.set_xlabel(_label(report, a))
             ax.set_ylabel(_label(report, b))
         if sc is not None:
-            fig.colorbar(sc, ax=axes[0].tolist(), label="log2 batch size")
+            batch_bar(fig, sc, axes[0].tolist())
         fig.suptitle(f"Pareto front of {report.study_name} (front ringed red)")
         figs["pareto"] = fig
         if len(report.objectives) == 3:
             a, b, c = report.objectives
-            fig = plt.figure(figsize=(6, 5))
+            fig = plt.figure(figsize=(7, 5.5))
             ax = fig.add_subplot(projection="3d")
-            ax.scatter(
+            sc3 = ax.scatter(
                 [t.values[a] for t in done],
                 [t.values[b] for t in done],
                 [t.values[c] for t in done],
                 c=colour,
+                edgecolors=edge,
                 cmap="viridis",
             )
             ax.set_xlabel(_label(report, a))
             ax.set_ylabel(_label(report, b))
             ax.set_zlabel(_label(report, c))
+            ax.set_title(f"Pareto front of {report.study_name} (front ringed red)")
+            if done:
+                batch_bar(fig, sc3, ax, pad=0.15, shrink=0.7)  # clear of the z label
             figs["pareto_3d"] = fig
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, (attr, title) in zip(axes, _METRICS, strict=True):
@@ -214,7 +241,7 @@ def _matplotlib_figures(report: Report) -> dict[str, Any]:
         ax.set_ylabel(title)
     fig.suptitle(f"Accuracy, time and memory against batch size ({report.study_name})")
     figs["batch_size"] = fig
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
     for t in report.front:
         if t.curve:
             ax.plot(
@@ -222,10 +249,11 @@ def _matplotlib_figures(report: Report) -> dict[str, Any]:
             )
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_ylabel("validation loss")
     ax.set_title("Validation loss of the front's trials")
     if report.front and len(report.front) <= 12:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data
     figs["curves"] = fig
     return figs
 

@@ -7,6 +7,7 @@ command line on a stored study.
 from __future__ import annotations
 
 import csv
+import itertools
 import io
 import json
 import math
@@ -271,3 +272,46 @@ def test_report_and_dashboard_run_where_torch_cannot_be_imported(write_study, tm
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_figures_are_readable() -> None:
+    """Labels clear of neighbouring panels, a batch-size colour bar in batch sizes, a legend
+    beside the curves and whole epochs, and a titled 3-D front with its colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bstune._plots import _matplotlib_figures, plotly_figures
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("bstune:objectives", ["val_accuracy", "train_time", "peak_memory"])
+    rng = np.random.default_rng(1)
+    for i, b in enumerate([16, 32, 64, 128, 256, 16, 64, 256]):
+        t = trial("complete", b, [float(rng.uniform(0.5, 1)), float(rng.uniform(1, 5)),
+                                  float(b) / 10 + rng.uniform(0, 1)])  # fmt: skip
+        t.user_attrs["bstune:metrics"] = {"curves": {"val_loss": [1 / (e + i + 1)
+                                                                  for e in range(5)]}}  # fmt: skip
+        study.add_trial(t)
+    report = build_report(study)
+    figs = _matplotlib_figures(report)
+    pareto = figs["pareto"]
+    pareto.canvas.draw()
+    renderer = pareto.canvas.get_renderer()
+    panels = [ax for ax in pareto.axes if ax.get_label() != "<colorbar>"]
+    for left, right in itertools.pairwise(panels):
+        label = right.yaxis.label.get_window_extent(renderer)
+        assert label.x0 >= left.get_window_extent(renderer).x1, "a y-label overlaps its neighbour"
+    bar = next(ax for ax in pareto.axes if ax.get_label() == "<colorbar>")
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["16", "32", "64", "128", "256"]
+    curves = figs["curves"].axes[0]
+    figs["curves"].canvas.draw()
+    legend = curves.get_legend().get_window_extent()
+    assert legend.x0 >= curves.get_window_extent().x1 - 1  # beside the data, not over it
+    assert all(float(x).is_integer() for x in curves.get_xticks())
+    three = figs["pareto_3d"]
+    assert three.axes[0].get_title() and any(ax.get_label() == "<colorbar>" for ax in three.axes)
+    bar3 = plotly_figures(report)["pareto"].data[-1].marker.colorbar
+    assert list(bar3.ticktext) == ["16", "32", "64", "128", "256"]
+    import matplotlib.pyplot as plt
+
+    for fig in figs.values():
+        plt.close(fig)
