@@ -121,10 +121,14 @@ def find_or_fetch(
             return [p for p in found if p is not None]
     wanted = ", ".join(f"{f.name}[.gz]" for f in idx_set.files)
     searched = ", ".join(str(d) for d in dirs)
+    supply = (
+        f"put the four files in a folder named by the study file's dataset.data_dir, or in "
+        f"$BSTUNE_DATA_DIR/{idx_set.name}/"
+    )
     if not download:
         raise DataFileError(
             f"{idx_set.name}: files not found ({wanted}); searched {searched}; "
-            f"downloading is off (dataset.download: false)"
+            f"downloading is off (dataset.download: false); {supply}"
         )
     cache = _cache_dir(idx_set.name)
     try:
@@ -132,7 +136,7 @@ def find_or_fetch(
     except DataFileError as e:
         raise DataFileError(
             f"{idx_set.name}: files not found ({wanted}); searched {searched}; "
-            f"and the download failed: {e}"
+            f"and the download failed: {e}; {supply} (or connect to the network once)"
         ) from None
 
 

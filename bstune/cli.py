@@ -688,15 +688,18 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _trial_line(study: Any, trial: Any) -> None:
-    """One line on stderr for a trial that did not complete, with the reason."""
+    """One line on stderr for a trial that did not complete, with the reason — above the
+    progress bar (tqdm's write clears the bar, prints, and draws it again below)."""
+    from tqdm import tqdm
+
     from bstune._metrics import ATTR
 
     if trial.state.name == "FAIL":
         reason = trial.user_attrs.get(f"{ATTR}error", "failed")
-        print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
+        tqdm.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
     elif trial.state.name == "PRUNED":
         reason = trial.user_attrs.get(f"{ATTR}metrics", {}).get("stopped", "pruned")
-        print(f"trial {trial.number} pruned: {reason}", file=sys.stderr)
+        tqdm.write(f"trial {trial.number} pruned: {reason}", file=sys.stderr)
 
 
 def _print_table(rows: list[dict[str, Any]], units: dict[str, str]) -> None:

@@ -361,3 +361,21 @@ def test_train_with_a_factory_that_raises_is_one_line(write_study) -> None:
     assert out.returncode == 2, out.stderr
     assert "model factory 'models:raises' raised ValueError: no such architecture" in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def test_trial_lines_do_not_run_onto_the_progress_bar(write_study, tmp_path: Path) -> None:
+    import re
+
+    study_file = write_study(
+        training={"epochs": 3, "device": "cpu"},
+        search_space={"batch_size": {"low": 16, "high": 256}, "lr": {"low": 1e-4, "high": 1.0}},
+        sampler={"name": "random", "seed": 0},
+        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    )  # fmt: skip
+    out = bstune("optimize", study_file, "--storage", f"sqlite:///{tmp_path}/bar.db",
+                 "--n-trials", "10")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = list(re.finditer(r"trial \d+ (pruned|failed): ", out.stderr))
+    assert lines, out.stderr  # the median pruner prunes some of ten random trials
+    for m in lines:
+        assert out.stderr[m.start() - 1] == "\n", out.stderr[max(m.start() - 80, 0) : m.end()]

@@ -196,6 +196,7 @@ def test_offline_and_missing_names_the_files_and_every_folder(isolated_data_dirs
     for folder in search_dirs("toy", isolated_data_dirs / "mine"):
         assert str(folder) in message
     assert "download failed" in message and "\n" not in message
+    assert "dataset.data_dir" in message and "$BSTUNE_DATA_DIR/toy/" in message  # the two ways
 
 
 def test_download_off_says_so(isolated_data_dirs: Path) -> None:
