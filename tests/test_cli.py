@@ -213,7 +213,8 @@ def test_optimize_single_objective_lists_failures(write_study, tmp_path: Path) -
     failed = [
         line
         for line in out.stderr.splitlines()
-        if "failed: ValueError: dropout above 0.25" in line
+        if "failed: ModelError: model factory 'models:broken' raised ValueError: dropout above "
+        "0.25" in line
     ]
     assert failed and f"{len(failed)} fail" in out.stdout
     assert "best trials of study" in out.stdout and "val_loss" in out.stdout
@@ -234,7 +235,7 @@ def test_optimize_exits_1_when_every_trial_fails(write_study) -> None:
     ("args", "message"),
     [
         (["--n-trials", "0"], "expected a positive integer"),
-        (["--timeout", "-5"], "expected a positive number of seconds"),
+        (["--timeout", "-5"], "expected a positive, finite number of seconds"),
         (["--storage", "nosuch://x"], "cannot open it"),
         (
             ["--storage", "postgresql://u:hunter2@127.0.0.1:1/db"],
@@ -335,25 +336,31 @@ def test_a_pinned_zero_weight_decay_is_accepted(write_study) -> None:
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
-def test_timeout_must_be_positive_and_finite(value: str, write_study) -> None:
-    out = bstune("optimize", write_study(), "--timeout", value)
-    assert out.returncode == 2 and "a positive, finite number of seconds" in out.stderr
+def test_timeout_must_be_positive_and_finite(value: str, write_study, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bstune.cli import main
+
+    with pytest.raises(SystemExit) as exit_:  # argparse's own exit, with bstune's status
+        main(["optimize", str(write_study()), "--timeout", value])
+    assert exit_.value.code == 2
+    assert "a positive, finite number of seconds" in capsys.readouterr().err
 
 
 def test_study_files_that_never_end_or_repeat_keys_are_refused(
-    write_study, tmp_path: Path
+    write_study, tmp_path: Path, capsys
 ) -> None:
     out = subprocess.run([str(Path(sys.executable).with_name("bstune")), "validate", "/dev/zero"],
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert out.returncode == 2 and "not a regular file" in out.stderr
+    from bstune.cli import main
+
     big = tmp_path / "big.yaml"
     big.write_text("# padding\n" * 200_000)
-    out = bstune("validate", big)
-    assert out.returncode == 2 and "larger than 1 MiB" in out.stderr
+    assert main(["validate", str(big)]) == 2
+    assert "larger than 1 MiB" in capsys.readouterr().err
     dup = write_study(text="dataset: {name: digits}\nmodel:\n  name: mlp\n  hidden: [8]\n"
                       "  name: cnn\n")  # fmt: skip
-    out = bstune("validate", dup)
-    assert out.returncode == 2 and "key 'name' appears twice, at lines 3 and 5" in out.stderr
+    assert main(["validate", str(dup)]) == 2
+    assert "key 'name' appears twice, at lines 3 and 5" in capsys.readouterr().err
 
 
 def test_train_with_a_factory_that_raises_is_one_line(write_study) -> None:

@@ -14,6 +14,8 @@ import yaml
 from test_cli import bstune
 
 from bstune import Hyperparams, RunSpec, load_dataset, load_study, parse_study, train
+from bstune._config import ConfigError
+from bstune._models import ModelError
 from bstune._probe import ProbeError, _search, probe, probe_hparams, write_narrowed
 
 
@@ -224,9 +226,10 @@ def test_a_model_bug_stops_the_probe_in_one_line(write_study) -> None:
         model={"name": "models:broken"}, search_space={"dropout": {"low": 0.0, "high": 0.5}}
     )
     out = bstune("probe", study_file, "--batch-sizes", "8", "--steps", "1")
-    assert out.returncode == 1
-    assert "probe stopped: batch size 8: ValueError: dropout above 0.25" in out.stderr
-    with pytest.raises(ProbeError, match=r"dropout above 0\.25"):
+    # A model factory that raises is bad input, as everywhere: exit 2, one line.
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "model factory 'models:broken' raised ValueError: dropout above 0.25" in out.stderr
+    with pytest.raises((ProbeError, ModelError, ConfigError), match=r"dropout above 0\.25"):
         probe(load_study(study_file), batch_sizes=[8], steps=1, isolate=False)
 
 

@@ -7,8 +7,8 @@ command line on a stored study.
 from __future__ import annotations
 
 import csv
-import itertools
 import io
+import itertools
 import json
 import math
 from pathlib import Path

@@ -55,17 +55,26 @@ def test_all_of_the_userinfo_is_masked(url: str, masked: str) -> None:
     assert mask_passwords(f"storage: {url}  # x") == f"storage: {masked}  # x"
 
 
-def test_a_password_with_an_at_sign_never_reaches_an_error(write_study) -> None:
+def _main(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
+    """The console script's entry point, in this process (no interpreter start-up): its exit
+    status and what it wrote on stderr."""
+    from bstune.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_a_password_with_an_at_sign_never_reaches_an_error(write_study, capsys) -> None:  # type: ignore[no-untyped-def]
     url = "postgresql://u:S@CRET/123@127.0.0.1:1/db"
-    out = bstune("optimize", _study_file(write_study), "--storage", url, "--n-trials", "1")
-    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    assert "CRET" not in out.stderr and "123" not in out.stderr, out.stderr
+    code, err = _main(capsys, "optimize", _study_file(write_study), "--storage", url)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "CRET" not in err and "123" not in err, err
     assert "S@" not in scrub('host "CRET/123@127.0.0.1" u:S@CRET/123%40x', url)
 
 
 @pytest.mark.parametrize("var", ["BSTUNE_STORAGE", "OPTUNA_STORAGE"])
 def test_the_storage_may_come_from_the_environment(
-    var: str, write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    var: str, write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     from bstune._config import load_study
 
@@ -74,18 +83,17 @@ def test_the_storage_may_come_from_the_environment(
     monkeypatch.setenv(var, f"sqlite:///{tmp_path}/env.db")
     assert load_study(study_file).storage_url == f"sqlite:///{tmp_path}/env.db"
     monkeypatch.setenv(var, "postgres:u:pw@host")  # not a URL, and its secret not echoed
-    out = bstune("validate", study_file)
-    assert out.returncode == 2 and f"${var}: expected a database URL" in out.stderr
-    assert "pw" not in out.stderr.replace("postgresql", "")
+    code, err = _main(capsys, "validate", study_file)
+    assert code == 2 and f"${var}: expected a database URL" in err
+    assert "pw" not in err.replace("postgresql", "")
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
-def test_an_in_memory_storage_is_refused(url: str, write_study) -> None:
+def test_an_in_memory_storage_is_refused(url: str, write_study, capsys) -> None:  # type: ignore[no-untyped-def]
     study_file = _study_file(write_study)
     for command in ("optimize", "report"):
-        out = bstune(command, study_file, "--storage", url)
-        assert out.returncode == 2 and "in-memory SQLite database" in out.stderr, out.stderr
-        assert out.stderr.count("\n") == 1
+        code, err = _main(capsys, command, study_file, "--storage", url)
+        assert code == 2 and "in-memory SQLite database" in err and err.count("\n") == 1, err
 
 
 def test_the_db_file_alone_holds_every_trial_after_a_run(write_study, tmp_path: Path) -> None:

@@ -179,7 +179,10 @@ def test_user_code_exception_fails_the_trial_and_the_study_goes_on(tmp_path: Pat
     failed = summary.count(TrialState.FAIL)
     assert 0 < failed < 8 and summary.count(TrialState.COMPLETE) == 8 - failed
     for number, message in summary.failures:
-        assert message == "ValueError: dropout above 0.25 is not supported by this factory"
+        assert message == (
+            "ModelError: model factory 'models:broken' raised ValueError: dropout above 0.25 "
+            "is not supported by this factory"
+        )
         trial = study.trials[number]
         assert trial.params["dropout"] > 0.25
         assert "models.py" in trial.user_attrs["bstune:traceback"]
