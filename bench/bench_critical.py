@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 import bstune
-from bstune._config import DatasetConfig, ModelConfig
+from bstune.config._schema import DatasetConfig, ModelConfig
 
 
 def steps_to_target(

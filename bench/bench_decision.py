@@ -24,8 +24,8 @@ from pathlib import Path
 import optuna
 
 import bstune
-from bstune._pruning import _view
-from bstune._study import open_storage
+from bstune.tune._pruning import _view
+from bstune.tune._study import open_storage
 
 
 def fill(study: optuna.Study, n: int) -> None:

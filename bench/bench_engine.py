@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 import bstune
-from bstune._config import DatasetConfig, ModelConfig
-from bstune._data import stratified_split
-from bstune._idx import IDX_SETS, find_or_fetch, read_idx
+from bstune.config._schema import DatasetConfig, ModelConfig
+from bstune.data._datasets import stratified_split
+from bstune.data._idx import IDX_SETS, find_or_fetch, read_idx
 
 HIDDEN, CLASSES, PIXELS = 128, 10, 784
 

@@ -18,8 +18,8 @@ import statistics
 import torch
 
 from bstune import RunSpec, load_dataset, train
-from bstune._config import DatasetConfig, ModelConfig
-from bstune._optim import Hyperparams
+from bstune.config._schema import DatasetConfig, ModelConfig
+from bstune.training._optim import Hyperparams
 
 
 def main() -> None:

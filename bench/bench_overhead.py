@@ -26,10 +26,10 @@ from pathlib import Path
 import optuna
 import yaml
 
-from bstune._config import parse_study
-from bstune._objective import Objective
-from bstune._study import open_study, run_study
-from bstune._threads import choosing_seconds
+from bstune.config._schema import parse_study
+from bstune.training._threads import choosing_seconds
+from bstune.tune._objective import Objective
+from bstune.tune._study import open_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,10 +31,10 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from bstune._config import parse_study
-from bstune._metrics import DIRECTIONS
-from bstune._pareto import hypervolume as _hypervolume
-from bstune._study import open_study, run_study
+from bstune.analysis._pareto import hypervolume as _hypervolume
+from bstune.config._objectives import DIRECTIONS
+from bstune.config._schema import parse_study
+from bstune.tune._study import open_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 

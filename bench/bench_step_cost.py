@@ -24,9 +24,9 @@ def main() -> None:
         sys.path.insert(0, args.src)
     import torch
 
-    from bstune._engine import RunSpec, train
-    from bstune._optim import Hyperparams
-    from bstune._user_data import as_dataset
+    from bstune.data._user_data import as_dataset
+    from bstune.training._engine import RunSpec, train
+    from bstune.training._optim import Hyperparams
 
     torch.set_num_threads(1)
     x, y = torch.randn(4096, 8), torch.randint(0, 2, (4096,))

@@ -46,7 +46,7 @@ import torch
 import yaml
 
 import bstune
-from bstune._config import DatasetConfig, ModelConfig, load_study
+from bstune.config._schema import DatasetConfig, ModelConfig, load_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_engine  # its GEMM rate: the same floor as its CPU rows

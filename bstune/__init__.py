@@ -25,9 +25,20 @@ except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
-    from bstune._config import ConfigError, SearchSpace, StudyConfig, load_study, parse_study
-    from bstune._data import Dataset, Split, load_dataset
-    from bstune._engine import (
+    from bstune.analysis._report import Constraints, Report, build_report
+    from bstune.analysis._science import NoiseReport, noise_report, read_probe_throughput
+    from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
+    from bstune.config._schema import (
+        ConfigError,
+        SearchSpace,
+        StudyConfig,
+        load_study,
+        parse_study,
+    )
+    from bstune.data._datasets import Dataset, Split, load_dataset
+    from bstune.data._idx import DataFileError, read_idx
+    from bstune.probing._probe import ProbeResult, ProbeRow, probe, write_narrowed
+    from bstune.training._engine import (
         EpochStats,
         RunSpec,
         StepStats,
@@ -36,64 +47,59 @@ if TYPE_CHECKING:
         resolve_device,
         train,
     )
-    from bstune._idx import DataFileError, read_idx
-    from bstune._measure import LiveTensorMemory, Measure
-    from bstune._models import ModelError, build_model
-    from bstune._noise import NoiseScale, squared_grad_norm
-    from bstune._objective import Objective
-    from bstune._optim import Hyperparams, make_optimizer, schedule_at
-    from bstune._probe import ProbeResult, ProbeRow, probe, write_narrowed
-    from bstune._pruning import KeepFront, report
-    from bstune._report import Constraints, Report, build_report
-    from bstune._science import NoiseReport, noise_report, read_probe_throughput
-    from bstune._space import Sampled, scale_hparams, suggest
-    from bstune._tradeoff import critical_tradeoff, statistical_efficiency
+    from bstune.training._measure import LiveTensorMemory, Measure
+    from bstune.training._models import ModelError, build_model
+    from bstune.training._noise import NoiseScale, squared_grad_norm
+    from bstune.training._optim import Hyperparams, make_optimizer, schedule_at
+    from bstune.tune._objective import Objective
+    from bstune.tune._pruning import KeepFront, report
+    from bstune.tune._space import Sampled, scale_hparams, suggest
 
 _EXPORTS = {
-    "ConfigError": "_config",
-    "SearchSpace": "_config",
-    "StudyConfig": "_config",
-    "load_study": "_config",
-    "parse_study": "_config",
-    "Dataset": "_data",
-    "Split": "_data",
-    "load_dataset": "_data",
-    "EpochStats": "_engine",
-    "RunSpec": "_engine",
-    "StepStats": "_engine",
-    "TrainResult": "_engine",
-    "measure_steps": "_engine",
-    "resolve_device": "_engine",
-    "train": "_engine",
-    "DataFileError": "_idx",
-    "read_idx": "_idx",
-    "LiveTensorMemory": "_measure",
-    "Measure": "_measure",
-    "Objective": "_objective",
-    "ModelError": "_models",
-    "build_model": "_models",
-    "Hyperparams": "_optim",
-    "make_optimizer": "_optim",
-    "schedule_at": "_optim",
-    "NoiseScale": "_noise",
-    "critical_tradeoff": "_tradeoff",
-    "squared_grad_norm": "_noise",
-    "statistical_efficiency": "_tradeoff",
-    "NoiseReport": "_science",
-    "noise_report": "_science",
-    "read_probe_throughput": "_science",
-    "scale_hparams": "_space",
-    "ProbeResult": "_probe",
-    "ProbeRow": "_probe",
-    "probe": "_probe",
-    "write_narrowed": "_probe",
-    "KeepFront": "_pruning",
-    "report": "_pruning",
-    "Constraints": "_report",
-    "Report": "_report",
-    "build_report": "_report",
-    "Sampled": "_space",
-    "suggest": "_space",
+    "ConfigError": "config._schema",
+    "SearchSpace": "config._schema",
+    "StudyConfig": "config._schema",
+    "load_study": "config._schema",
+    "parse_study": "config._schema",
+    "Dataset": "data._datasets",
+    "Split": "data._datasets",
+    "load_dataset": "data._datasets",
+    "EpochStats": "training._engine",
+    "RunSpec": "training._engine",
+    "StepStats": "training._engine",
+    "TrainResult": "training._engine",
+    "measure_steps": "training._engine",
+    "resolve_device": "training._engine",
+    "train": "training._engine",
+    "DataFileError": "data._idx",
+    "read_idx": "data._idx",
+    "LiveTensorMemory": "training._measure",
+    "Measure": "training._measure",
+    "Objective": "tune._objective",
+    "ModelError": "training._models",
+    "build_model": "training._models",
+    "Hyperparams": "training._optim",
+    "make_optimizer": "training._optim",
+    "schedule_at": "training._optim",
+    "NoiseScale": "training._noise",
+    "critical_tradeoff": "analysis._tradeoff",
+    "squared_grad_norm": "training._noise",
+    "statistical_efficiency": "analysis._tradeoff",
+    "NoiseReport": "analysis._science",
+    "noise_report": "analysis._science",
+    "read_probe_throughput": "analysis._science",
+    "scale_hparams": "tune._space",
+    "ProbeResult": "probing._probe",
+    "ProbeRow": "probing._probe",
+    "probe": "probing._probe",
+    "write_narrowed": "probing._probe",
+    "KeepFront": "tune._pruning",
+    "report": "tune._pruning",
+    "Constraints": "analysis._report",
+    "Report": "analysis._report",
+    "build_report": "analysis._report",
+    "Sampled": "tune._space",
+    "suggest": "tune._space",
 }
 
 __all__ = [

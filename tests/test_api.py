@@ -207,7 +207,7 @@ def test_a_wrapper_objective_adds_its_own_parameters(digits) -> None:  # type: i
 
 
 def test_a_dataset_too_large_for_memory_is_streamed(digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import bstune._user_data as user_data
+    import bstune.data._user_data as user_data
 
     x, y, xv, yv = digits
 
@@ -242,8 +242,8 @@ def test_one_objective_over_several_interrupted_runs_queues_each_trial_once(
     import os
     import signal
 
-    from bstune._config import parse_study
-    from bstune._study import open_study, run_study
+    from bstune.config._schema import parse_study
+    from bstune.tune._study import open_study, run_study
 
     cfg = parse_study({
         "study": {"name": "again", "storage": f"sqlite:///{tmp_path}/again.db"},

@@ -10,8 +10,8 @@ import torch
 from conftest import FASHION_DEBIAN, SHARED_MNIST, write_idx
 
 from bstune import DataFileError, load_dataset
-from bstune._config import DatasetConfig
-from bstune._data import stratified_split
+from bstune.config._schema import DatasetConfig
+from bstune.data._datasets import stratified_split
 
 
 def test_stratified_split_keeps_class_proportions_and_is_seeded() -> None:
@@ -69,7 +69,7 @@ def test_idx_dataset_from_data_dir(
     with pytest.raises(DataFileError, match="checksum mismatch"):
         load_dataset(DatasetConfig(name="mnist", data_dir=str(folder), download=False))
     # with the checksums of these files, the loader builds the splits
-    from bstune import _idx
+    from bstune.data import _idx
 
     real = _idx.IDX_SETS["mnist"]
     files = tuple(

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from bstune import ConfigError, Hyperparams, ModelError, RunSpec, load_dataset, train
-from bstune._config import OPTIMIZERS, DatasetConfig, ModelConfig
-from bstune._models import ReLUDropout, build_model
-from bstune._optim import warmup_factor
+from bstune.config._schema import OPTIMIZERS, DatasetConfig, ModelConfig
+from bstune.training._models import ReLUDropout, build_model
+from bstune.training._optim import warmup_factor
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from conftest import SHARED_MNIST, idx_bytes, write_idx
 
 from bstune import DataFileError, read_idx
-from bstune._idx import IDX_SETS, IdxFile, IdxSet, find_or_fetch, parse_idx, search_dirs
+from bstune.data._idx import IDX_SETS, IdxFile, IdxSet, find_or_fetch, parse_idx, search_dirs
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)

@@ -13,9 +13,9 @@ from optuna.trial import TrialState
 from test_cli import bstune
 
 from bstune import ConfigError, parse_study
-from bstune._measure import is_out_of_memory
-from bstune._report import build_report
-from bstune._study import open_study, run_study
+from bstune.analysis._report import build_report
+from bstune.training._measure import is_out_of_memory
+from bstune.tune._study import open_study, run_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

@@ -1,4 +1,4 @@
-"""Every use of Optuna's private API (bstune/_optuna_private.py), pinned.
+"""Every use of Optuna's private API (bstune/tune/_optuna_private.py), pinned.
 
 If an Optuna release renames or changes one of these, the test that fails names it: bstune must
 then follow it, never decide differently in silence.
@@ -13,8 +13,8 @@ import pytest
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune import _optuna_private as private
-from bstune._pruning import KeepFront
+from bstune.tune import _optuna_private as private
+from bstune.tune._pruning import KeepFront
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -84,7 +84,9 @@ def test_failing_a_running_trial(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert frozen.user_attrs["bstune:error"] == "worker 0 was killed"
 
 
-@pytest.mark.parametrize("module", ["_pruning", "_study", "_curves", "_report", "cli"])
+@pytest.mark.parametrize(
+    "module", ["tune._pruning", "tune._study", "tune._curves", "analysis._report", "cli._main"]
+)
 def test_no_private_optuna_api_outside_its_module(module: str) -> None:
     import importlib
     import re
@@ -95,5 +97,5 @@ def test_no_private_optuna_api_outside_its_module(module: str) -> None:
         r"_is_multi_objective|_backend|_get_bracket_id|_create_bracket_study)\b(?!\w)",
         "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#")),
     )
-    allowed = {"_storage"} if module == "_pruning" else set()  # the proxy's own attribute
+    allowed = {"_storage"} if module == "tune._pruning" else set()  # the proxy's own attribute
     assert set(uses) <= allowed, f"bstune.{module} uses Optuna's private {set(uses)}"

@@ -14,9 +14,9 @@ import yaml
 from test_cli import bstune
 
 from bstune import Hyperparams, RunSpec, load_dataset, load_study, parse_study, train
-from bstune._config import ConfigError
-from bstune._models import ModelError
-from bstune._probe import ProbeError, _search, probe, probe_hparams, write_narrowed
+from bstune.config._schema import ConfigError
+from bstune.probing._probe import ProbeError, _search, probe, probe_hparams, write_narrowed
+from bstune.training._models import ModelError
 
 
 def config(**sections):  # type: ignore[no-untyped-def]

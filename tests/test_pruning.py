@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bstune._pruning import KeepFront, report, val_loss_curve
+from bstune.tune._pruning import KeepFront, report, val_loss_curve
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -230,7 +230,7 @@ def test_keep_front_without_projections_decides_as_optuna() -> None:
 
 def test_a_finished_trial_is_translated_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A decision costs in proportion to what is new: finished trials' views are kept."""
-    import bstune._pruning as pruning
+    import bstune.tune._pruning as pruning
 
     study = optuna.create_study(
         directions=["minimize", "minimize"], pruner=optuna.pruners.NopPruner()

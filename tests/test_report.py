@@ -20,9 +20,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from test_cli import bstune
 
-from bstune._pareto import hypervolume, knee, non_dominated
-from bstune._report import Constraints, build_report
-from bstune._report_format import render
+from bstune.analysis._pareto import hypervolume, knee, non_dominated
+from bstune.analysis._report import Constraints, build_report
+from bstune.analysis._report_format import render
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -280,7 +280,7 @@ def test_figures_are_readable() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from bstune._plots import _matplotlib_figures, plotly_figures
+    from bstune.analysis._plots import _matplotlib_figures, plotly_figures
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     study.set_user_attr("bstune:objectives", ["val_accuracy", "train_time", "peak_memory"])

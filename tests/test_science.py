@@ -16,12 +16,13 @@ from torch.nn import functional as F  # noqa: N812
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from bstune import ConfigError, Hyperparams, RunSpec, build_report, load_dataset, train
-from bstune._config import DatasetConfig, ModelConfig, parse_study
-from bstune._noise import NoiseScale, critical_tradeoff, statistical_efficiency
-from bstune._optim import schedule_at, warmup_factor
-from bstune._science import read_probe_throughput
-from bstune._space import fixed_hparams, scale_hparams, suggest
-from bstune._user_data import as_dataset
+from bstune.analysis._science import read_probe_throughput
+from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
+from bstune.config._schema import DatasetConfig, ModelConfig, parse_study
+from bstune.data._user_data import as_dataset
+from bstune.training._noise import NoiseScale
+from bstune.training._optim import schedule_at, warmup_factor
+from bstune.tune._space import fixed_hparams, scale_hparams, suggest
 
 MLP = ModelConfig(name="mlp", hidden=[32])
 

@@ -9,9 +9,9 @@ import pytest
 from optuna.trial import FixedTrial
 
 from bstune import ConfigError
-from bstune._config import parse_study
-from bstune._optim import Hyperparams
-from bstune._space import fixed_hparams, grid_space, scale_hparams, suggest
+from bstune.config._schema import parse_study
+from bstune.training._optim import Hyperparams
+from bstune.tune._space import fixed_hparams, grid_space, scale_hparams, suggest
 
 
 def space(**search_space):

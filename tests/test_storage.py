@@ -18,7 +18,7 @@ import pytest
 import yaml
 from test_cli import TESTS, bstune
 
-from bstune._secrets import mask_passwords, mask_url, scrub
+from bstune.config._secrets import mask_passwords, mask_url, scrub
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -76,7 +76,7 @@ def test_a_password_with_an_at_sign_never_reaches_an_error(write_study, capsys) 
 def test_the_storage_may_come_from_the_environment(
     var: str, write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from bstune._config import load_study
+    from bstune.config._schema import load_study
 
     study_file = _study_file(write_study, storage=f"sqlite:///{tmp_path}/file.db")
     assert load_study(study_file).storage_url == f"sqlite:///{tmp_path}/file.db"
@@ -244,7 +244,7 @@ def test_a_study_resumed_from_a_changed_file_is_refused_before_any_trial(
     "url", ["postgresql://postgres@127.0.0.1:1/x", "mysql+pymysql://root@127.0.0.1:1/x"]
 )
 def test_a_refused_connection_fails_at_once(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bstune._study as study_module
+    import bstune.tune._study as study_module
     from bstune import ConfigError
 
     waits: list[float] = []

@@ -15,10 +15,10 @@ import pytest
 from optuna.trial import TrialState
 
 from bstune import ConfigError
-from bstune._config import parse_study
-from bstune._objective import Objective
-from bstune._pruning import KeepFront, val_loss_curve
-from bstune._study import make_sampler, open_storage, open_study, run_study
+from bstune.config._schema import parse_study
+from bstune.tune._objective import Objective
+from bstune.tune._pruning import KeepFront, val_loss_curve
+from bstune.tune._study import make_sampler, open_storage, open_study, run_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

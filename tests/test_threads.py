@@ -14,12 +14,12 @@ import optuna
 import pytest
 import torch
 
-import bstune._threads as threads_mod
+import bstune.training._threads as threads_mod
 from bstune import Hyperparams, RunSpec, load_dataset, train
-from bstune._config import DatasetConfig, ModelConfig, load_study
-from bstune._engine import measure_steps
-from bstune._models import build_model
-from bstune._threads import (
+from bstune.config._schema import DatasetConfig, ModelConfig, load_study
+from bstune.training._engine import measure_steps
+from bstune.training._models import build_model
+from bstune.training._threads import (
     CpuUse,
     ThreadPolicy,
     available_cores,
@@ -207,7 +207,7 @@ def test_disturbed_timing(use: CpuUse, threads: int, expected: str | None) -> No
 
 
 def test_disturbed_steps_of_the_probe_are_measured_again(digits, load, two_cores) -> None:
-    from bstune._probe import probe
+    from bstune.probing._probe import probe
 
     cfg = load_study_digits()
     load(lambda t: 1.0)  # busy all along: still disturbed after measuring again
@@ -221,7 +221,7 @@ def test_disturbed_steps_of_the_probe_are_measured_again(digits, load, two_cores
         load(lambda t: 1.0 if len(calls) == 1 else 0.0)
         return real(spec, steps)
 
-    import bstune._probe as probe_mod
+    import bstune.probing._probe as probe_mod
 
     probe_mod.measure_steps = once_busy  # type: ignore[assignment]
     try:
@@ -321,8 +321,8 @@ def _timed_study(rows: list[tuple[int, list[float], float, str | None]]) -> optu
 
 
 def test_the_report_warns_when_a_front_trial_s_time_was_disturbed() -> None:
-    from bstune._report import build_report
-    from bstune._report_format import render
+    from bstune.analysis._report import build_report
+    from bstune.analysis._report_format import render
 
     why = "other processes kept 1.0 of 2 cores busy (this run may use 2); trained on 1 thread"
     study = _timed_study([(32, [30e3, 31e3], 0.95, None), (256, [200e3, 210e3], 0.9, why),
@@ -340,8 +340,8 @@ def test_the_report_warns_when_a_front_trial_s_time_was_disturbed() -> None:
 
 
 def test_goodput_that_the_spread_cannot_separate_is_no_recommendation() -> None:
-    from bstune._report import build_report
-    from bstune._report_format import render
+    from bstune.analysis._report import build_report
+    from bstune.analysis._report_format import render
 
     # 64 and 128: throughput × efficiency overlap; 32 is far below
     tied = build_report(_timed_study([
@@ -361,7 +361,7 @@ def test_goodput_that_the_spread_cannot_separate_is_no_recommendation() -> None:
 
 
 def test_disturbed_trials_give_way_to_undisturbed_ones_in_the_throughput() -> None:
-    from bstune._report import build_report
+    from bstune.analysis._report import build_report
 
     why = "other processes kept 1.0 of 2 cores busy"
     study = _timed_study([(64, [5e3, 5e3], 0.9, why), (64, [50e3, 52e3], 0.9, None),
@@ -374,7 +374,7 @@ def test_disturbed_trials_give_way_to_undisturbed_ones_in_the_throughput() -> No
 
 
 def test_the_probe_s_spread_reaches_the_report(tmp_path: Path) -> None:
-    from bstune._science import read_probe_throughput
+    from bstune.analysis._science import read_probe_throughput
 
     path = tmp_path / "probe.json"
     path.write_text(json.dumps({"rows": [

@@ -19,7 +19,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from bstune._report import Report, TrialRow
+from bstune.analysis._report import Report, TrialRow
 
 __all__ = ["FIGURE_IDS", "plotly_figures", "save_to_study", "write_plots"]
 

@@ -42,9 +42,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune._metrics import ATTR, DIRECTIONS, UNITS
-from bstune._pareto import hypervolume, knee, non_dominated
-from bstune._science import NoiseReport, Throughput, noise_report
+from bstune.analysis._pareto import hypervolume, knee, non_dominated
+from bstune.analysis._science import NoiseReport, Throughput, noise_report
+from bstune.config._objectives import ATTR, DIRECTIONS, UNITS
 
 __all__ = [
     "BatchSizeRow",
@@ -148,7 +148,7 @@ class Report:
     knee: Recommendation | None
     constrained: Recommendation | None
     importances: dict[str, float] | None  # single-objective studies
-    noise: NoiseReport | None = None  # what the gradient noise scale says (bstune._science)
+    noise: NoiseReport | None = None  # what the gradient noise scale says (analysis._science)
     warnings: list[str] = field(default_factory=list)  # e.g. a front resting on a bad timing
 
     @property
@@ -168,8 +168,8 @@ def build_report(
     probe_throughput: Mapping[int, float | Throughput] | None = None,
 ) -> Report:
     """The report of ``study`` (one read of its trials). ``probe_throughput`` (samples/s per
-    batch size, e.g. from :func:`bstune._science.read_probe_throughput`) is what goodput is
-    computed from; without it, the trials' own measured throughput."""
+    batch size, e.g. from :func:`bstune.analysis._science.read_probe_throughput`) is what
+    goodput is computed from; without it, the trials' own measured throughput."""
     objectives = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
     frozen = study.get_trials(deepcopy=False)

@@ -6,8 +6,8 @@ from dataclasses import asdict
 from typing import Literal
 
 from bstune._json import dumps
-from bstune._probe import ProbeResult, ProbeRow
-from bstune._report_format import text_table
+from bstune.analysis._report_format import text_table
+from bstune.probing._probe import ProbeResult, ProbeRow
 
 __all__ = ["PROBE_FORMATS", "render_probe"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune._metrics import ATTR
+from bstune.config._objectives import ATTR
 
 __all__ = ["CURVES_FIGURE_ID", "CurvesRefresher", "learning_curves", "save_learning_curves"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import torch
 
-from bstune._config import (
+from bstune.config._schema import (
     FLOAT_PARAMS,
     ConfigError,
     FloatRange,
@@ -23,7 +23,7 @@ from bstune._config import (
     SearchSpaceConfig,
     validated,
 )
-from bstune._optim import Hyperparams, make_optimizer
+from bstune.training._optim import Hyperparams, make_optimizer
 
 __all__ = [
     "Sampled",

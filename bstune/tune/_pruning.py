@@ -44,7 +44,7 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune._optuna_private import (
+from bstune.tune._optuna_private import (
     HyperbandDelegate,
     backend_of,
     latest_trial,

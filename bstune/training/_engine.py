@@ -21,13 +21,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from bstune._config import ConfigError, ModelConfig, StudyConfig
-from bstune._data import Dataset, Split, StreamSplit
-from bstune._measure import MB, Stopwatch, step_memory
-from bstune._models import build_model
-from bstune._noise import NoiseScale, squared_grad_norm
-from bstune._optim import Hyperparams, make_optimizer, schedule_at, warmup_factor
-from bstune._threads import (
+from bstune.config._schema import ConfigError, ModelConfig, StudyConfig
+from bstune.data._datasets import Dataset, Split, StreamSplit
+from bstune.training._measure import MB, Stopwatch, step_memory
+from bstune.training._models import build_model
+from bstune.training._noise import NoiseScale, squared_grad_norm
+from bstune.training._optim import Hyperparams, make_optimizer, schedule_at, warmup_factor
+from bstune.training._threads import (
     CpuReading,
     CpuUse,
     ThreadPolicy,
@@ -72,9 +72,9 @@ class RunSpec:
     smoothing while training). Accuracy is measured only for integer class targets."""
     noise_scale_every: int = 16
     """Estimate the gradient noise scale on every this-many-th step (0: never): that step's
-    batch is backpropagated in two halves (see :mod:`bstune._noise`)."""
+    batch is backpropagated in two halves (see :mod:`bstune.training._noise`)."""
     threads: int | str = "auto"
-    """CPU threads: ``auto`` (see :mod:`bstune._threads`) or a fixed count."""
+    """CPU threads: ``auto`` (see :mod:`bstune.training._threads`) or a fixed count."""
     thread_choices: MutableMapping[str, int] | None = None
     """Where ``auto`` remembers its calibrations (default: this process's memory)."""
 
@@ -590,9 +590,9 @@ def measure_steps(spec: RunSpec, steps: int = 5, min_time_s: float = 0.2) -> Ste
     Each step trains on a fresh random batch of the training split. One warm-up step runs first
     (it creates the optimizer state, and on CUDA lets cuDNN pick its kernels); elsewhere than
     CUDA one more step runs under :class:`LiveTensorMemory`, as in :func:`train`. Then the
-    thread count is chosen (see :mod:`bstune._threads`) and at least ``steps`` steps are timed
-    one by one, for at least ``min_time_s`` in all (so that the machine's load over them can be
-    read, and the spread is not that of a handful of microsecond steps). On CUDA the peak is
+    thread count is chosen (see :mod:`bstune.training._threads`) and at least ``steps`` steps are
+    timed one by one, for at least ``min_time_s`` in all (so that the machine's load over them can
+    be read, and the spread is not that of a handful of microsecond steps). On CUDA the peak is
     the allocator's over all of them (with the data set on the device, as in :func:`train`).
     An out-of-memory error is the allocator's own, raised to the caller.
 

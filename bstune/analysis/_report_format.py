@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bstune._json import dumps
-from bstune._metrics import UNITS
-from bstune._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
+from bstune.analysis._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
+from bstune.config._objectives import UNITS
 
 __all__ = ["FORMATS", "render", "tables", "text_table", "write_tables"]
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bstune._config import ConfigError
-from bstune._data import Dataset, Split, StreamSplit
+from bstune.config._schema import ConfigError
+from bstune.data._datasets import Dataset, Split, StreamSplit
 
 __all__ = ["DataLike", "as_dataset"]
 

@@ -1,8 +1,8 @@
 """Which batch sizes fit: a few training steps of a study's model per batch size.
 
-For each batch size the probe runs :func:`bstune._engine.measure_steps` — the study's model on
-its data, with the search space's most memory-hungry optimizer and its highest dropout — and
-records step time, throughput and peak memory, or that the batch did not fit. A batch size
+For each batch size the probe runs :func:`bstune.training._engine.measure_steps` — the study's
+model on its data, with the search space's most memory-hungry optimizer and its highest dropout —
+and records step time, throughput and peak memory, or that the batch did not fit. A batch size
 fits when its steps ran and its peak memory is within the budget, if one is given.
 
 Without a list of batch sizes it searches the study's batch-size range as Lightning's
@@ -33,13 +33,13 @@ from typing import Any
 
 import yaml
 
-from bstune._config import ConfigError, StudyConfig, _Loader, parse_study
-from bstune._data import Dataset, load_dataset
-from bstune._engine import RunSpec, StepStats, measure_steps, resolve_device
-from bstune._idx import DataFileError
-from bstune._measure import is_out_of_memory, release_memory
-from bstune._models import ModelError
-from bstune._optim import Hyperparams
+from bstune.config._schema import ConfigError, StudyConfig, _Loader, parse_study
+from bstune.data._datasets import Dataset, load_dataset
+from bstune.data._idx import DataFileError
+from bstune.training._engine import RunSpec, StepStats, measure_steps, resolve_device
+from bstune.training._measure import is_out_of_memory, release_memory
+from bstune.training._models import ModelError
+from bstune.training._optim import Hyperparams
 
 __all__ = [
     "ProbeError",
@@ -124,7 +124,8 @@ def probe(
     ``max_memory_mb`` defaults to the study's ``budget.max_memory_mb``. ``isolate`` runs each
     batch size in a child process; by default it does on the CPU only. ``on_row`` sees each
     row as it is measured. A batch size whose timing was disturbed (other processes took cores
-    of its share, see :mod:`bstune._threads`) is measured again, up to ``remeasure`` times.
+    of its share, see :mod:`bstune.training._threads`) is measured again, up to ``remeasure``
+    times.
 
     Raises:
         ConfigError: a batch size is not positive or is above the training split, or the data,
@@ -271,7 +272,7 @@ def _in_child(cfg: StudyConfig, data: Dataset, hp: Hyperparams, steps: int) -> t
 
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["bstune._probe", "torch._dynamo"]
+        ["bstune.probing._probe", "torch._dynamo"]
     )  # torch is imported once, in the fork server
     receive, send = ctx.Pipe(duplex=False)
     spec = RunSpec.from_study(cfg, data, hp)

@@ -5,7 +5,7 @@ trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
 
 * ``effective_lr`` — the learning rate that trained (after any scaling rule);
 * ``cpu_threads`` — the CPU threads it trained with (the count in force longest; see
-  :mod:`bstune._threads`), ``cpu_time_s`` — its process's CPU time while training,
+  :mod:`bstune.training._threads`), ``cpu_time_s`` — its process's CPU time while training,
   ``load_others`` — the mean cores other processes kept busy meanwhile, ``load_avg`` — the
   machine's 1-minute load average at the end, ``disturbed`` — why its timing is not what this
   machine gives undisturbed (absent when it is);
@@ -13,7 +13,8 @@ trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
   ``memory_method``, ``steps``, ``epochs``, ``val_accuracy``, ``val_loss``, ``test_accuracy``,
   ``test_loss``, ``device``, ``torch_version``;
 * ``hparams`` — every hyperparameter of the run;
-* ``noise_scale`` — the gradient noise scale B_simple at the end (see :mod:`bstune._noise`);
+* ``noise_scale`` — the gradient noise scale B_simple at the end (see
+  :mod:`bstune.training._noise`);
 * ``curves`` — per epoch ``train_loss``, ``val_loss``, ``val_accuracy``, ``epoch_time_s``
   (training phase), ``samples_per_s``, ``lr`` and ``batch_size`` (a batch schedule changes
   them), ``noise_scale``;
@@ -42,7 +43,9 @@ import optuna
 import torch
 from torch import nn
 
-from bstune._config import (
+from bstune._json import json_safe
+from bstune.config._objectives import ATTR, DIRECTIONS
+from bstune.config._schema import (
     ConfigError,
     ModelConfig,
     SearchSpaceConfig,
@@ -51,21 +54,19 @@ from bstune._config import (
     load_study,
     validated,
 )
-from bstune._data import Dataset, load_dataset
-from bstune._engine import EpochStats, RunSpec, TrainResult, train
-from bstune._json import json_safe
-from bstune._measure import is_out_of_memory, release_memory
-from bstune._metrics import ATTR, DIRECTIONS
-from bstune._optim import Hyperparams
-from bstune._pruning import report
-from bstune._space import suggest
-from bstune._study import Interrupted
-from bstune._threads import merge_choices
-from bstune._user_data import DataLike, as_dataset
+from bstune.data._datasets import Dataset, load_dataset
+from bstune.data._user_data import DataLike, as_dataset
+from bstune.training._engine import EpochStats, RunSpec, TrainResult, train
+from bstune.training._measure import is_out_of_memory, release_memory
+from bstune.training._optim import Hyperparams
+from bstune.training._threads import merge_choices
+from bstune.tune._pruning import report
+from bstune.tune._signals import Interrupted
+from bstune.tune._space import suggest
 
 __all__ = ["THREADS_ATTR", "Objective", "objective_values"]
 
-THREADS_ATTR = f"{ATTR}threads"  # the study's thread calibrations (see bstune._threads)
+THREADS_ATTR = f"{ATTR}threads"  # the study's thread calibrations (see bstune.training._threads)
 
 _VALUE_OF: dict[str, Callable[[TrainResult], float]] = {
     "val_accuracy": lambda r: r.val_accuracy,
@@ -89,7 +90,7 @@ class Objective:
     the first call, shared by every trial of this process), model, search space and training.
     ``Objective(model=..., train=..., val=..., space=...)``: your own ``nn.Module`` factory
     (called with no argument, with the trial's :class:`Hyperparams`, or with those and the
-    trial) and your data (see :func:`bstune._user_data.as_dataset`). ``loss`` replaces
+    trial) and your data (see :func:`bstune.data._user_data.as_dataset`). ``loss`` replaces
     cross-entropy; ``prefix`` goes before bstune's parameter names, so a wrapper objective's own
     parameters cannot clash with them.
 

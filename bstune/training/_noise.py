@@ -22,15 +22,7 @@ from collections.abc import Iterable
 
 import torch
 
-from bstune._tradeoff import Tradeoff, critical_tradeoff, statistical_efficiency
-
-__all__ = [
-    "NoiseScale",
-    "Tradeoff",
-    "critical_tradeoff",
-    "squared_grad_norm",
-    "statistical_efficiency",
-]
+__all__ = ["NoiseScale", "squared_grad_norm"]
 
 
 def squared_grad_norm(

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from bstune._secrets import mask_value
+from bstune.config._secrets import mask_value
 
 __all__ = [
     "FLOAT_PARAMS",
@@ -205,14 +205,24 @@ class TrainingConfig(_Config):
     """Estimate the gradient noise scale on every this-many-th step (0: never)."""
     threads: int | Literal["auto"] = "auto"
     """CPU threads: ``auto`` chooses per run from the cores free and a calibration (see
-    :mod:`bstune._threads`); a number fixes it."""
+    :mod:`bstune.training._threads`); a number fixes it."""
 
     @field_validator("threads", mode="before")
     @classmethod
     def _thread_count(cls, v: Any) -> int | str:
-        from bstune._threads import check_threads
-
-        return check_threads(v)
+        """The form only; whether this machine has that many cores is the training layer's
+        question (``bstune.training._threads.check_threads``, asked by every command and by
+        the engine before a run)."""
+        if v == "auto":
+            return "auto"
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+            return v
+        raise ValueError(
+            f"expected auto or a whole number of threads from 1 to the cores this process may "
+            f"use, got {v!r}"
+        )
 
     @field_validator("device")
     @classmethod
@@ -252,7 +262,7 @@ class LrRange(LogFloatRange):
     κ = B / B_ref the rate that trains is base × κ (``linear``, Goyal et al. 2017 for SGD),
     base × √κ (``sqrt``), or under ``adam_sde`` (Malladi et al. 2022) for Adam and AdamW
     base × √κ with 1 − β → κ(1 − β) for both betas and ε → ε / √κ (the linear rule for the
-    other optimizers, SGD's own SDE rule). See :func:`bstune._space.scale_hparams`.
+    other optimizers, SGD's own SDE rule). See :func:`bstune.tune._space.scale_hparams`.
     """
 
     scaling: Literal["none", "linear", "sqrt", "adam_sde"] = "none"

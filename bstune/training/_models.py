@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from bstune._config import ModelConfig
+from bstune.config._schema import ModelConfig
 
 __all__ = [
     "ModelError", "ModelFactory", "ReLUDropout", "build_model", "check_factory", "cnn", "mlp",

@@ -15,7 +15,6 @@ import contextlib
 import math
 import os
 import signal
-import threading
 import time
 import warnings
 import weakref
@@ -29,14 +28,15 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune import __version__
-from bstune._config import ConfigError, StudyConfig, StudySection, check_batch_sizes
-from bstune._curves import CurvesRefresher
-from bstune._metrics import ATTR, DIRECTIONS
-from bstune._pruning import KeepFront
-from bstune._secrets import mask_passwords, mask_url, scrub
+from bstune.config._objectives import ATTR, DIRECTIONS
+from bstune.config._schema import ConfigError, StudyConfig, StudySection, check_batch_sizes
+from bstune.config._secrets import mask_passwords, mask_url, scrub
+from bstune.tune._curves import CurvesRefresher
+from bstune.tune._pruning import KeepFront
+from bstune.tune._signals import Interrupted, interruptible
 
 if TYPE_CHECKING:
-    from bstune._objective import Objective
+    from bstune.tune._objective import Objective
 
 __all__ = [
     "Interrupted",
@@ -283,7 +283,7 @@ def make_sampler(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(seed=seed)
     if s.name == "grid":
-        from bstune._space import grid_space  # imports torch: only for grid samplers
+        from bstune.tune._space import grid_space  # imports torch: only for grid samplers
 
         return optuna.samplers.GridSampler(grid_space(cfg.search_space), seed=seed)
     if multi:
@@ -436,7 +436,7 @@ def _identity_of_stored_file(study: optuna.Study) -> dict[str, Any] | None:
     """The identity of the study file stored in ``study`` by an earlier bstune, if readable."""
     import yaml
 
-    from bstune._config import parse_study
+    from bstune.config._schema import parse_study
 
     text = study.user_attrs.get(f"{ATTR}study_file")
     if not isinstance(text, str):
@@ -514,38 +514,6 @@ def is_read_only(study: optuna.Study) -> bool:
     return _READ_ONLY.get(study, False)
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived while a study ran (``signum`` says which)."""
-
-    def __init__(self, signum: int = signal.SIGINT) -> None:
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-
-
-@contextlib.contextmanager
-def _interruptible(objective: Objective) -> Iterator[None]:
-    """While active, SIGINT and SIGTERM stop ``objective``: the first raises
-    :class:`Interrupted` where the main thread is, and is remembered in
-    ``objective.stop_signal``, which ends the trial at its next epoch and the study after it
-    even if the exception was swallowed (Python turns it into another error in some places).
-    Later signals are ignored, so the running trial's cleanup is not cut short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread; there, Ctrl-C is the caller's
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        if objective.stop_signal is None:
-            objective.stop_signal = signum
-            raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 @dataclass
 class OptimizeSummary:
     """What one ``run_study`` call did: its trials by state, and the failures' messages.
@@ -583,7 +551,7 @@ def run_study(
     objective: Objective | None = None,
 ) -> OptimizeSummary:
     """Run trials: a bad trial (divergence: PRUNED; an exception: FAIL) never stops the study."""
-    from bstune._objective import Objective
+    from bstune.tune._objective import Objective
 
     objective = objective or Objective(cfg)
     check_batch_sizes(cfg, len(objective.dataset.train))  # before any trial starts
@@ -599,7 +567,7 @@ def run_study(
             study.stop()
 
     try:
-        with _interruptible(objective):
+        with interruptible(objective):
             study.optimize(
                 objective,
                 n_trials=n_trials,
@@ -651,7 +619,7 @@ def abandon(study: optuna.Study, trials: Sequence[FrozenTrial], reason: str) -> 
     """Fail the trials among ``trials`` still RUNNING though their process is gone (a killed
     worker), recording ``reason``, and queue their parameters so that they run again; their
     numbers."""
-    from bstune._optuna_private import fail_running_trial
+    from bstune.tune._optuna_private import fail_running_trial
 
     lost = []
     for t in trials:
@@ -667,8 +635,8 @@ def abandon(study: optuna.Study, trials: Sequence[FrozenTrial], reason: str) -> 
 
 def save_report_figures(study: optuna.Study) -> None:
     """Store the report's Pareto and batch-size figures in ``study`` for optuna-dashboard."""
-    from bstune._plots import save_to_study
-    from bstune._report import build_report
+    from bstune.analysis._plots import save_to_study
+    from bstune.analysis._report import build_report
 
     save_to_study(study, build_report(study))
 

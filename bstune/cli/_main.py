@@ -292,7 +292,7 @@ def _bad_input(e: Exception) -> str | None:
         return str(e)
     sqlalchemy = sys.modules.get("sqlalchemy.exc")
     if sqlalchemy is not None and isinstance(e, sqlalchemy.DatabaseError):
-        from bstune._secrets import mask_passwords
+        from bstune.config._secrets import mask_passwords
 
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
         return (
@@ -305,16 +305,16 @@ def _bad_input(e: Exception) -> str | None:
 def _bad_input_errors() -> tuple[type[Exception], ...]:
     """The errors that mean bad input. Data-file and model errors can only have been raised if
     their modules were loaded, and importing ``_models`` would load torch (a second or more)."""
-    from bstune._config import ConfigError
+    from bstune.config._schema import ConfigError
 
-    loaded = (("bstune._idx", "DataFileError"), ("bstune._models", "ModelError"))
+    loaded = (("bstune.data._idx", "DataFileError"), ("bstune.training._models", "ModelError"))
     return (ConfigError, *(getattr(sys.modules[m], n) for m, n in loaded if m in sys.modules))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bstune._data import load_dataset
-    from bstune._engine import EpochStats, RunSpec, train
-    from bstune._space import fixed_hparams
+    from bstune.data._datasets import load_dataset
+    from bstune.training._engine import EpochStats, RunSpec, train
+    from bstune.tune._space import fixed_hparams
 
     cfg = _load(args)
     hp = fixed_hparams(cfg.search_space, dict(args.param))
@@ -345,21 +345,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Any:
     """The study file, with the command line's training overrides applied."""
-    from bstune._config import load_study
+    from bstune.config._schema import load_study
 
     cfg = load_study(args.study_file)
     keys = ("epochs", "device", "threads")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None)}
     cfg = cfg.with_training(**overrides) if overrides else cfg
+    _check_cores(cfg, "command line" if "threads" in overrides else args.study_file)
     if getattr(args, "max_memory_mb", None):
         budget = cfg.budget.model_copy(update={"max_memory_mb": args.max_memory_mb})
         cfg = cfg.model_copy(update={"budget": budget})
     return cfg
 
 
+def _check_cores(cfg: Any, where: str) -> None:
+    """``training.threads`` against the cores this process may use (the schema checks only its
+    form: a study file may be written on another machine)."""
+    from bstune.config._schema import ConfigError
+    from bstune.training._threads import check_threads
+
+    try:
+        check_threads(cfg.training.threads)
+    except ValueError as e:
+        raise ConfigError(f"{where}: training.threads: {e}") from None
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from bstune._models import check_factory
-    from bstune._study import make_pruner, make_sampler, mask_url
+    from bstune.training._models import check_factory
+    from bstune.tune._study import make_pruner, make_sampler, mask_url
 
     cfg = _load(args)
     make_sampler(cfg)  # a sampler that cannot serve this space is a config error too
@@ -380,10 +393,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
-    from bstune._config import check_batch_sizes
-    from bstune._models import check_factory
-    from bstune._objective import Objective
-    from bstune._study import mask_url, open_study, run_study
+    from bstune.config._schema import check_batch_sizes
+    from bstune.training._models import check_factory
+    from bstune.tune._objective import Objective
+    from bstune.tune._study import mask_url, open_study, run_study
 
     cfg = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # bstune prints what matters below
@@ -440,8 +453,8 @@ def _worker_settings(cfg: Any, index: int, count: int) -> Any:
     """A worker's share of the machine: its CPU threads, and its own CUDA device if several."""
     import torch
 
-    from bstune._threads import set_core_share
-    from bstune._workers import worker_slot
+    from bstune.training._threads import set_core_share
+    from bstune.tune._workers import worker_slot
 
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     slot = worker_slot(index, count, cfg.training.device, cuda)
@@ -460,8 +473,8 @@ def _run_workers(
     import signal
     import time
 
-    from bstune._study import OptimizeSummary, abandon, started_trials, trials_since
-    from bstune._workers import MAX_RESTARTS, run_workers, shares, worker_command, worker_slot
+    from bstune.tune._study import OptimizeSummary, abandon, started_trials, trials_since
+    from bstune.tune._workers import MAX_RESTARTS, run_workers, shares, worker_command, worker_slot
 
     k = args.n_jobs
     before = started_trials(study)
@@ -532,7 +545,7 @@ WORKER_ATTR = "bstune:worker"  # on each trial a --n-jobs worker runs: its slot 
 
 
 def _worker_pids(study: Any, before: set[int]) -> set[int]:
-    from bstune._study import trials_since
+    from bstune.tune._study import trials_since
 
     return {
         t.user_attrs[WORKER_ATTR]["pid"]
@@ -544,8 +557,8 @@ def _worker_pids(study: Any, before: set[int]) -> set[int]:
 def _print_summary(summary: Any, cfg: Any) -> None:
     import optuna
 
-    from bstune._metrics import ATTR, UNITS
-    from bstune._study import best_rows
+    from bstune.config._objectives import ATTR, UNITS
+    from bstune.tune._study import best_rows
 
     study = summary.study
     counts = {
@@ -571,8 +584,8 @@ def _print_summary(summary: Any, cfg: Any) -> None:
 def _stored_study(args: argparse.Namespace, read_only: bool | None = None) -> Any:
     import optuna
 
-    from bstune._config import load_study
-    from bstune._study import load_existing_study
+    from bstune.config._schema import load_study
+    from bstune.tune._study import load_existing_study
 
     cfg = load_study(args.study_file)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -583,10 +596,10 @@ def _stored_study(args: argparse.Namespace, read_only: bool | None = None) -> An
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bstune._config import ConfigError
-    from bstune._report import Constraints, build_report
-    from bstune._report_format import render, write_tables
-    from bstune._science import read_probe_throughput
+    from bstune.analysis._report import Constraints, build_report
+    from bstune.analysis._report_format import render, write_tables
+    from bstune.analysis._science import read_probe_throughput
+    from bstune.config._schema import ConfigError
 
     throughput = read_probe_throughput(args.probe) if args.probe else None  # before the storage
     cfg, _, study = _stored_study(args, read_only=True)
@@ -602,7 +615,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(render(report, args.format))
     if args.out:
-        from bstune._plots import write_plots
+        from bstune.analysis._plots import write_plots
 
         out = Path(args.out)
         try:
@@ -620,7 +633,7 @@ def _name_objectives(study: Any) -> None:
 
     import optuna
 
-    from bstune._report import objective_names
+    from bstune.analysis._report import objective_names
 
     names = objective_names(study)
     if study.metric_names is None and len(names) == len(study.directions):
@@ -632,9 +645,9 @@ def _name_objectives(study: Any) -> None:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
-    from bstune._curves import save_learning_curves
-    from bstune._optuna_private import storage_of
-    from bstune._study import is_read_only, mask_url, save_report_figures
+    from bstune.tune._curves import save_learning_curves
+    from bstune.tune._optuna_private import storage_of
+    from bstune.tune._study import is_read_only, mask_url, save_report_figures
 
     _, url, study = _stored_study(args)
     if is_read_only(study):
@@ -650,21 +663,21 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         run_server(storage_of(study), host=args.host, port=args.port)
     except OSError as e:
-        from bstune._config import ConfigError
+        from bstune.config._schema import ConfigError
 
         raise ConfigError(f"cannot serve on {args.host}:{args.port} ({e.strerror})") from None
     return EXIT_OK
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from bstune._probe import (
+    from bstune.probing._probe import (
         ProbeError,
         ProbeRow,
         check_narrowed_path,
         probe,
         write_narrowed,
     )
-    from bstune._probe_format import render_probe
+    from bstune.probing._probe_format import render_probe
 
     cfg = _load(args)
     if args.write:
@@ -692,7 +705,7 @@ def _trial_line(study: Any, trial: Any) -> None:
     progress bar (tqdm's write clears the bar, prints, and draws it again below)."""
     from tqdm import tqdm
 
-    from bstune._metrics import ATTR
+    from bstune.config._objectives import ATTR
 
     if trial.state.name == "FAIL":
         reason = trial.user_attrs.get(f"{ATTR}error", "failed")

@@ -1,7 +1,7 @@
 """What the measured gradient noise scale says about a study's batch sizes.
 
-From B_noise (the trials' B_simple at the end of training, :mod:`bstune._noise`), per batch size
-B: the steps and examples McCandlish et al.'s model predicts relative to their minima
+From B_noise (the trials' B_simple at the end of training, :mod:`bstune.training._noise`), per
+batch size B: the steps and examples McCandlish et al.'s model predicts relative to their minima
 (S/S_min = 1 + B_noise/B, E/E_min = 1 + B/B_noise), the statistical efficiency of an example at
 B relative to one at the smallest batch size (Pollux), and — with a measured throughput, from
 ``bstune probe --format json`` or else from the trials themselves — goodput = throughput ×
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bstune._config import ConfigError
-from bstune._tradeoff import critical_tradeoff, statistical_efficiency
+from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
+from bstune.config._schema import ConfigError
 
 if TYPE_CHECKING:
-    from bstune._report import TrialRow
+    from bstune.analysis._report import TrialRow
 
 __all__ = [
     "BatchSizeAdvice",

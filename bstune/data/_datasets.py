@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bstune._config import DatasetConfig
-from bstune._idx import IDX_SETS, DataFileError, find_or_fetch, read_idx
+from bstune.config._schema import DatasetConfig
+from bstune.data._idx import IDX_SETS, DataFileError, find_or_fetch, read_idx
 
 __all__ = [
     "DataFileError",

@@ -9,7 +9,13 @@ from typing import Any
 
 import torch
 
-from bstune._config import FLOAT_PARAMS, OPTIMIZERS, SCHEDULES, ConfigError, SearchSpaceConfig
+from bstune.config._schema import (
+    FLOAT_PARAMS,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    SearchSpaceConfig,
+)
 
 __all__ = ["Hyperparams", "make_optimizer", "schedule_at", "warmup_factor"]
 

@@ -1,0 +1,22 @@
+"""Optuna studies: the search space, the objective, pruning on validation loss in single- and
+multi-objective studies, storages, the study's lifecycle and signals, worker processes, the
+dashboard's learning curves."""
+
+from __future__ import annotations
+
+from bstune._lazy import lazy_exports
+
+_EXPORTS = {
+    "KeepFront": "_pruning",
+    "Objective": "_objective",
+    "Sampled": "_space",
+    "load_existing_study": "_study",
+    "open_storage": "_study",
+    "open_study": "_study",
+    "report": "_pruning",
+    "run_study": "_study",
+    "scale_hparams": "_space",
+    "suggest": "_space",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

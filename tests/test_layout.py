@@ -1,0 +1,125 @@
+"""The package's layout and its rules: one folder per layer, no import cycle anywhere, and each
+layer importing only the layers below it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bstune"
+LAYERS = ("config", "data", "training", "analysis", "tune", "probing", "cli")
+# What each layer may import (besides itself and bstune's top-level helpers).
+ALLOWED = {
+    "config": set(),
+    "data": {"config"},
+    "training": {"config", "data"},
+    "analysis": {"config"},
+    "tune": {"config", "data", "training", "analysis"},
+    "probing": {"config", "data", "training", "analysis"},
+    "cli": {"config", "data", "training", "analysis", "tune", "probing"},
+}
+TOP = {"bstune", "bstune._lazy", "bstune._json"}  # the package's lazy exports; helpers
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every module ``path`` imports (at any depth, but not under ``if TYPE_CHECKING``), with
+    its line."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.append((sub if sub in MODULES else node.module, node.lineno))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {
+        name: {m for m, _ in _imports(path) if m in MODULES and m != name}
+        for name, path in MODULES.items()
+    }
+
+
+def test_every_module_sits_in_a_layer() -> None:
+    loose = [
+        n for n in MODULES if n.count(".") == 1 and n not in TOP and n.split(".")[1] not in LAYERS
+    ]
+    assert not loose, f"modules outside a layer's folder: {loose}"
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_layer_imports_only_the_layers_below_it(layer: str) -> None:
+    bad = []
+    for name, path in MODULES.items():
+        if _layer(name) != layer:
+            continue
+        for imported, line in _imports(path):
+            other = _layer(imported) if imported.startswith("bstune") else None
+            if other and other != layer and other not in ALLOWED[layer]:
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {imported}")
+    assert not bad, f"{layer} may import {sorted(ALLOWED[layer]) or 'no other layer'}: {bad}"
+
+
+@pytest.mark.parametrize(
+    ("layer", "banned"),
+    [("training", "optuna"), ("analysis", "torch"), ("config", "torch"), ("config", "optuna")],
+)
+def test_layers_keep_off_heavy_dependencies(layer: str, banned: str) -> None:
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for name, path in MODULES.items()
+        if _layer(name) == layer
+        for imported, line in _imports(path)
+        if imported == banned or imported.startswith(f"{banned}.")
+    ]
+    assert not bad, f"{layer} imports {banned}: {bad}"
