@@ -25,7 +25,7 @@ import optuna
 
 import bstune
 from bstune.tune._pruning import _view
-from bstune.tune._study import open_storage
+from bstune.tune._storage import open_storage
 
 
 def fill(study: optuna.Study, n: int) -> None:

@@ -21,7 +21,7 @@ import optuna
 
 WORKER = """
 import sys, optuna
-from bstune.tune._study import open_storage
+from bstune.tune._storage import open_storage
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 url, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 study = optuna.load_study(study_name="s", storage=open_storage(url),
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=8)
     ap.add_argument("--trials", type=int, default=100)
     args = ap.parse_args()
-    from bstune.tune._study import open_storage
+    from bstune.tune._storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:

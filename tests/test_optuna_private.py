@@ -95,7 +95,8 @@ def test_no_private_optuna_api_outside_its_module(module: str) -> None:
     uses = re.findall(
         r"\.(_storage|_study_id|_trial_id|_get_latest_trial|_values|_n_warmup_steps|"
         r"_is_multi_objective|_backend|_get_bracket_id|_create_bracket_study)\b(?!\w)",
-        "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#")),
+        "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
+        .replace("bstune.tune._storage", ""),  # bstune's own module of that name
     )
     allowed = {"_storage"} if module == "tune._pruning" else set()  # the proxy's own attribute
     assert set(uses) <= allowed, f"bstune.{module} uses Optuna's private {set(uses)}"

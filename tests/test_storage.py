@@ -244,11 +244,11 @@ def test_a_study_resumed_from_a_changed_file_is_refused_before_any_trial(
     "url", ["postgresql://postgres@127.0.0.1:1/x", "mysql+pymysql://root@127.0.0.1:1/x"]
 )
 def test_a_refused_connection_fails_at_once(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bstune.tune._study as study_module
+    import bstune.tune._storage as storage_module
     from bstune import ConfigError
 
     waits: list[float] = []
-    monkeypatch.setattr(study_module.time, "sleep", waits.append)
+    monkeypatch.setattr(storage_module.time, "sleep", waits.append)
     with pytest.raises(ConfigError, match="Connection refused"):
-        study_module.open_storage(url)
+        storage_module.open_storage(url)
     assert waits == []  # no retries: nothing listens there

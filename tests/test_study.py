@@ -16,9 +16,11 @@ from optuna.trial import TrialState
 
 from bstune import ConfigError
 from bstune.config._schema import parse_study
+from bstune.tune._factories import make_sampler
 from bstune.tune._objective import Objective
 from bstune.tune._pruning import KeepFront, val_loss_curve
-from bstune.tune._study import make_sampler, open_storage, open_study, run_study
+from bstune.tune._storage import open_storage
+from bstune.tune._study import open_study, run_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -232,7 +232,7 @@ def test_bad_liveness_settings_are_one_line_errors(study, expected: str, write_s
 
 
 def test_passwords_are_masked_in_any_text() -> None:
-    from bstune.tune._study import mask_passwords, mask_url
+    from bstune.config._secrets import mask_passwords, mask_url
 
     text = "storage: postgresql://me:pa55@db:5432/x  # and mysql+pymysql://root:r00t@h/db"
     assert mask_passwords(text) == (

@@ -371,8 +371,9 @@ def _check_cores(cfg: Any, where: str) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from bstune.config._secrets import mask_url
     from bstune.training._models import check_factory
-    from bstune.tune._study import make_pruner, make_sampler, mask_url
+    from bstune.tune._factories import make_pruner, make_sampler
 
     cfg = _load(args)
     make_sampler(cfg)  # a sampler that cannot serve this space is a config error too
@@ -394,9 +395,10 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
     from bstune.config._schema import check_batch_sizes
+    from bstune.config._secrets import mask_url
     from bstune.training._models import check_factory
     from bstune.tune._objective import Objective
-    from bstune.tune._study import mask_url, open_study, run_study
+    from bstune.tune._study import open_study, run_study
 
     cfg = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # bstune prints what matters below
@@ -645,9 +647,10 @@ def _name_objectives(study: Any) -> None:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
+    from bstune.config._secrets import mask_url
     from bstune.tune._curves import save_learning_curves
     from bstune.tune._optuna_private import storage_of
-    from bstune.tune._study import is_read_only, mask_url, save_report_figures
+    from bstune.tune._study import is_read_only, save_report_figures
 
     _, url, study = _stored_study(args)
     if is_read_only(study):
