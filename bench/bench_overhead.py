@@ -26,7 +26,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from bstune.config._schema import parse_study
+from bstune.config._loading import parse_study
 from bstune.training._threads import choosing_seconds
 from bstune.tune._objective import Objective
 from bstune.tune._study import open_study, run_study

@@ -32,8 +32,8 @@ import yaml
 from optuna.trial import TrialState
 
 from bstune.analysis._pareto import hypervolume as _hypervolume
+from bstune.config._loading import parse_study
 from bstune.config._objectives import DIRECTIONS
-from bstune.config._schema import parse_study
 from bstune.tune._study import open_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]

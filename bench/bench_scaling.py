@@ -24,7 +24,7 @@ import optuna
 import torch
 
 import bstune
-from bstune.config._schema import parse_study
+from bstune.config._loading import parse_study
 
 
 def study_config(rule: str, optimizer: str, seed: int) -> bstune.StudyConfig:

@@ -46,7 +46,8 @@ import torch
 import yaml
 
 import bstune
-from bstune.config._schema import DatasetConfig, ModelConfig, load_study
+from bstune.config._loading import load_study
+from bstune.config._schema import DatasetConfig, ModelConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_engine  # its GEMM rate: the same floor as its CPU rows

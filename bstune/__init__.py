@@ -28,13 +28,9 @@ if TYPE_CHECKING:
     from bstune.analysis._report import Constraints, Report, build_report
     from bstune.analysis._science import NoiseReport, noise_report, read_probe_throughput
     from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
-    from bstune.config._schema import (
-        ConfigError,
-        SearchSpace,
-        StudyConfig,
-        load_study,
-        parse_study,
-    )
+    from bstune.config._errors import ConfigError
+    from bstune.config._loading import load_study, parse_study
+    from bstune.config._schema import SearchSpace, StudyConfig
     from bstune.data._datasets import Dataset, Split, load_dataset
     from bstune.data._idx import DataFileError, read_idx
     from bstune.probing._probe import ProbeResult, ProbeRow, probe, write_narrowed
@@ -56,11 +52,11 @@ if TYPE_CHECKING:
     from bstune.tune._space import Sampled, scale_hparams, suggest
 
 _EXPORTS = {
-    "ConfigError": "config._schema",
+    "ConfigError": "config._errors",
     "SearchSpace": "config._schema",
     "StudyConfig": "config._schema",
-    "load_study": "config._schema",
-    "parse_study": "config._schema",
+    "load_study": "config._loading",
+    "parse_study": "config._loading",
     "Dataset": "data._datasets",
     "Split": "data._datasets",
     "load_dataset": "data._datasets",

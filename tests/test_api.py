@@ -242,7 +242,7 @@ def test_one_objective_over_several_interrupted_runs_queues_each_trial_once(
     import os
     import signal
 
-    from bstune.config._schema import parse_study
+    from bstune.config._loading import parse_study
     from bstune.tune._study import open_study, run_study
 
     cfg = parse_study({

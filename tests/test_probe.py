@@ -14,7 +14,7 @@ import yaml
 from test_cli import bstune
 
 from bstune import Hyperparams, RunSpec, load_dataset, load_study, parse_study, train
-from bstune.config._schema import ConfigError
+from bstune.config._errors import ConfigError
 from bstune.probing._probe import ProbeError, _search, probe, probe_hparams, write_narrowed
 from bstune.training._models import ModelError
 

@@ -18,7 +18,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from bstune import ConfigError, Hyperparams, RunSpec, build_report, load_dataset, train
 from bstune.analysis._science import read_probe_throughput
 from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
-from bstune.config._schema import DatasetConfig, ModelConfig, parse_study
+from bstune.config._loading import parse_study
+from bstune.config._schema import DatasetConfig, ModelConfig
 from bstune.data._user_data import as_dataset
 from bstune.training._noise import NoiseScale
 from bstune.training._optim import schedule_at, warmup_factor

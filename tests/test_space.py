@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import FixedTrial
 
 from bstune import ConfigError
-from bstune.config._schema import parse_study
+from bstune.config._loading import parse_study
 from bstune.training._optim import Hyperparams
 from bstune.tune._space import fixed_hparams, grid_space, scale_hparams, suggest
 

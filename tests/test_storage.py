@@ -76,7 +76,7 @@ def test_a_password_with_an_at_sign_never_reaches_an_error(write_study, capsys) 
 def test_the_storage_may_come_from_the_environment(
     var: str, write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from bstune.config._schema import load_study
+    from bstune.config._loading import load_study
 
     study_file = _study_file(write_study, storage=f"sqlite:///{tmp_path}/file.db")
     assert load_study(study_file).storage_url == f"sqlite:///{tmp_path}/file.db"

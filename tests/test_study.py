@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bstune import ConfigError
-from bstune.config._schema import parse_study
+from bstune.config._loading import parse_study
 from bstune.tune._factories import make_sampler
 from bstune.tune._objective import Objective
 from bstune.tune._pruning import KeepFront, val_loss_curve

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
-from bstune.config._schema import ConfigError
+from bstune.config._errors import ConfigError
 
 if TYPE_CHECKING:
     from bstune.analysis._report import TrialRow

@@ -305,7 +305,7 @@ def _bad_input(e: Exception) -> str | None:
 def _bad_input_errors() -> tuple[type[Exception], ...]:
     """The errors that mean bad input. Data-file and model errors can only have been raised if
     their modules were loaded, and importing ``_models`` would load torch (a second or more)."""
-    from bstune.config._schema import ConfigError
+    from bstune.config._errors import ConfigError
 
     loaded = (("bstune.data._idx", "DataFileError"), ("bstune.training._models", "ModelError"))
     return (ConfigError, *(getattr(sys.modules[m], n) for m, n in loaded if m in sys.modules))
@@ -345,7 +345,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Any:
     """The study file, with the command line's training overrides applied."""
-    from bstune.config._schema import load_study
+    from bstune.config._loading import load_study
 
     cfg = load_study(args.study_file)
     keys = ("epochs", "device", "threads")
@@ -361,7 +361,7 @@ def _load(args: argparse.Namespace) -> Any:
 def _check_cores(cfg: Any, where: str) -> None:
     """``training.threads`` against the cores this process may use (the schema checks only its
     form: a study file may be written on another machine)."""
-    from bstune.config._schema import ConfigError
+    from bstune.config._errors import ConfigError
     from bstune.training._threads import check_threads
 
     try:
@@ -394,7 +394,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
-    from bstune.config._schema import check_batch_sizes
+    from bstune.config._checks import check_batch_sizes
     from bstune.config._secrets import mask_url
     from bstune.training._models import check_factory
     from bstune.tune._objective import Objective
@@ -586,7 +586,7 @@ def _print_summary(summary: Any, cfg: Any) -> None:
 def _stored_study(args: argparse.Namespace, read_only: bool | None = None) -> Any:
     import optuna
 
-    from bstune.config._schema import load_study
+    from bstune.config._loading import load_study
     from bstune.tune._study import load_existing_study
 
     cfg = load_study(args.study_file)
@@ -601,7 +601,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bstune.analysis._report import Constraints, build_report
     from bstune.analysis._report_format import render, write_tables
     from bstune.analysis._science import read_probe_throughput
-    from bstune.config._schema import ConfigError
+    from bstune.config._errors import ConfigError
 
     throughput = read_probe_throughput(args.probe) if args.probe else None  # before the storage
     cfg, _, study = _stored_study(args, read_only=True)
@@ -666,7 +666,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         run_server(storage_of(study), host=args.host, port=args.port)
     except OSError as e:
-        from bstune.config._schema import ConfigError
+        from bstune.config._errors import ConfigError
 
         raise ConfigError(f"cannot serve on {args.host}:{args.port} ({e.strerror})") from None
     return EXIT_OK

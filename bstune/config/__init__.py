@@ -6,7 +6,7 @@ from __future__ import annotations
 from bstune._lazy import lazy_exports
 
 _EXPORTS = {
-    "ConfigError": "_schema",
+    "ConfigError": "_errors",
     "DIRECTIONS": "_objectives",
     "DatasetConfig": "_schema",
     "ModelConfig": "_schema",
@@ -15,11 +15,11 @@ _EXPORTS = {
     "StudyConfig": "_schema",
     "TrainingConfig": "_schema",
     "UNITS": "_objectives",
-    "load_study": "_schema",
+    "load_study": "_loading",
     "mask_passwords": "_secrets",
     "mask_url": "_secrets",
-    "parse_study": "_schema",
-    "validated": "_schema",
+    "parse_study": "_loading",
+    "validated": "_errors",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

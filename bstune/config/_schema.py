@@ -1,29 +1,27 @@
-"""Study files: YAML parsed once into typed, validated, immutable config objects.
+"""The study file's schema: typed, validated, immutable config objects, one per section.
 
-Nothing past :func:`load_study` sees a raw dict. Every problem found in a file is reported at
-once, each naming the key, what was given and what is expected, as one :class:`ConfigError`.
+Nothing past :func:`bstune.config._loading.load_study` sees a raw dict. Every problem found in
+a file is reported at once (:mod:`bstune.config._errors`).
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
 from math import log2
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from bstune.config._errors import ConfigError, did_you_mean, validated
 from bstune.config._secrets import mask_value
 
 __all__ = [
@@ -35,7 +33,6 @@ __all__ = [
     "BatchScheduleSpace",
     "BatchSizeRange",
     "BudgetConfig",
-    "ConfigError",
     "DatasetConfig",
     "FloatRange",
     "LrRange",
@@ -47,9 +44,6 @@ __all__ = [
     "StudyConfig",
     "StudySection",
     "TrainingConfig",
-    "load_study",
-    "parse_study",
-    "validated",
 ]
 
 OBJECTIVES = ("val_accuracy", "val_loss", "train_time", "peak_memory", "throughput")
@@ -80,10 +74,6 @@ def _objs(*names: Objective) -> list[Objective]:
 
 
 _NonNegInt = Annotated[int, Field(ge=0)]
-
-
-class ConfigError(ValueError):
-    """A study file or a command-line value is invalid; the message is meant for the user."""
 
 
 class _Config(BaseModel):
@@ -187,7 +177,7 @@ class ModelConfig(_Config):
         if v in BUILTIN_MODELS or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
             return v
         raise ValueError(
-            f"unknown model {v!r}{_did_you_mean(v, BUILTIN_MODELS)}; expected mlp, cnn or "
+            f"unknown model {v!r}{did_you_mean(v, BUILTIN_MODELS)}; expected mlp, cnn or "
             f"'package.module:factory'"
         )
 
@@ -596,223 +586,3 @@ class StudyConfig(_Config):
         return f"sqlite:///{stem.resolve().with_suffix('.db')}"
 
 
-# --------------------------------------------------------------------------- loading
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-4`` as a string; a study file means a number. A key given twice in
-    one mapping is an error (YAML loaders keep the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise _DuplicateKey(f"key {key!r} appears twice, at lines {seen[key]} and {line}")
-            if isinstance(key, (str, int, float, bool)):
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-class _DuplicateKey(yaml.YAMLError):
-    pass
-
-
-MAX_STUDY_FILE_BYTES = 1 << 20  # a study file is a page of YAML; 1 MiB is far beyond any
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def check_batch_sizes(cfg: StudyConfig, n_train: int) -> None:
-    """What only the data can tell: every batch size must fit in the training split.
-
-    Raises:
-        ConfigError: a batch size of the search space is above ``n_train``.
-    """
-    bs = cfg.search_space.batch_size
-    if bs.high > n_train:
-        raise ConfigError(
-            f"{cfg.source or '<study>'}: search_space.batch_size: {bs.high} is above the size "
-            f"of the training split ({n_train} examples of {cfg.dataset.name}); expected "
-            f"batch sizes of at most {n_train}"
-        )
-    schedule = cfg.search_space.batch_schedule
-    if schedule is not None and schedule.max_batch_size > n_train:
-        raise ConfigError(
-            f"{cfg.source or '<study>'}: search_space.batch_schedule.max_batch_size: "
-            f"{schedule.max_batch_size} is above the size of the training split ({n_train} "
-            f"examples of {cfg.dataset.name}); expected at most {n_train}"
-        )
-
-
-def load_study(path: str | Path) -> StudyConfig:
-    """Read and validate a study file.
-
-    Raises:
-        ConfigError: the file is missing, is not YAML, or breaks the schema; the message names
-            the file, each bad key, what was given and what is expected.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "quick.yaml"
-        >>> _ = path.write_text("dataset: {name: digits}\\nmodel: {name: mlp}\\n")
-        >>> load_study(path).training.epochs
-        5
-    """
-    path = Path(path)
-    try:
-        if path.exists() and not path.is_file() and not path.is_dir():
-            raise ConfigError(
-                f"{path}: not a regular file (a device or a pipe); expected a YAML study file"
-            )
-        with path.open("rb") as f:
-            raw = f.read(MAX_STUDY_FILE_BYTES + 1)
-        if len(raw) > MAX_STUDY_FILE_BYTES:
-            raise ConfigError(
-                f"{path}: larger than {MAX_STUDY_FILE_BYTES >> 20} MiB; expected a YAML study file"
-            )
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such study file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the study file ({e.__class__.__name__})") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as e:
-        raise ConfigError(f"{path}: {e}; expected each key once") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
-    return parse_study(data, source=str(path))
-
-
-def parse_study(data: Any, source: str | None = None) -> StudyConfig:
-    """Validate an already parsed study mapping (e.g. ``yaml.safe_load`` output)."""
-    where = source or "<study>"
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            f"{where}: expected a mapping with sections study, dataset, model, training, ..., "
-            f"got {type(data).__name__}"
-        )
-    return validated(StudyConfig, {**data, "source": source}, where)
-
-
-def validated(model: type[_M], data: Any, where: str, section: str | None = None) -> _M:
-    """``model`` validated from ``data``; pydantic's errors translated, in this one place, to
-    one :class:`ConfigError` that names ``where``, each bad key (under ``section``), what was
-    given and what is expected.
-
-    >>> try:
-    ...     validated(SearchSpaceConfig, {"lr": {"low": 0.1}}, "space", section="search_space")
-    ... except ConfigError as e:
-    ...     print(e)
-    space: search_space.lr.high: required key is missing
-    """
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        prefix = (section,) if section else ()
-        msgs = (_describe({**err, "loc": (*prefix, *err["loc"])}) for err in e.errors())
-        raise ConfigError(f"{where}: " + "; ".join(msgs)) from None
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-_EXPECTED = {
-    "int_type": "expected an integer",
-    "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "finite_number": "expected a finite number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "string_type": "expected a string",
-    "list_type": "expected a list",
-    "model_type": "expected a mapping of keys",
-    "dict_type": "expected a mapping of keys",
-    "model_attributes_type": "expected a mapping of keys",
-    "missing": "required key is missing",
-}
-
-
-def _describe(err: Mapping[str, Any]) -> str:
-    raw = [str(p) for p in err["loc"] if not isinstance(p, int)]
-    # Pydantic puts a tagged union's tag in the path (pruner.median.x); the user never wrote it.
-    loc = [p for i, p in enumerate(raw) if not (i and raw[i - 1] in _UNIONS)]
-    kind, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
-    key = ".".join(loc) or "(top level)"
-    if kind == "extra_forbidden":
-        return f"{key}: unknown key{_did_you_mean(raw[-1], _fields_at(raw[:-1]))}"
-    if kind in ("literal_error", "union_tag_invalid"):
-        choices = _choices(ctx.get("expected") or ctx.get("expected_tags") or "")
-        value = given if kind == "literal_error" else ctx.get("tag")
-        return (
-            f"{key}: unknown value {value!r}{_did_you_mean(str(value), choices)}; "
-            f"expected one of {', '.join(choices)}"
-        )
-    if kind == "union_tag_not_found":
-        return f"{key}: expected a mapping with a name"
-    if kind == "missing":
-        return f"{key}: required key is missing"
-    if kind == "value_error":
-        return f"{key}: {ctx.get('error', err['msg'])}"
-    if kind in _EXPECTED:
-        msg = _EXPECTED[kind]
-    elif kind in _BOUNDS:
-        msg = f"expected a value {_BOUNDS[kind]} {next(iter(ctx.values()))}"
-    elif kind in ("too_short", "too_long"):
-        msg = (
-            f"expected a list of {ctx.get('min_length', 1)} to {ctx.get('max_length', '…')} items"
-        )
-    else:
-        msg = err["msg"]
-    return f"{key}: {msg}, got {given!r}"
-
-
-_UNIONS = {"pruner", "wrapped"}
-_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
-           "less_than": "<"}  # fmt: skip
-
-
-def _fields_at(path: list[str]) -> list[str]:
-    """The keys a user may write at ``path`` (for did-you-mean on unknown keys)."""
-    model: Any = StudyConfig
-    for part in path:
-        if isinstance(model, dict):  # inside a tagged union: this part is the tag
-            model = model.get(part)
-        elif part in model.model_fields:
-            members = _models_in(model.model_fields[part].annotation)
-            if len(members) > 1:
-                model = {m.model_fields["name"].annotation.__args__[0]: m for m in members}
-            else:
-                model = members[0] if members else None
-        else:
-            model = None
-        if model is None:
-            return []
-    return [] if isinstance(model, dict) else [f for f in model.model_fields if f != "source"]
-
-
-def _models_in(annotation: Any) -> list[Any]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for a in getattr(annotation, "__args__", ()) for m in _models_in(a)]
-
-
-def _choices(expected: str) -> list[str]:
-    return re.findall(r"'([^']*)'", expected)
-
-
-def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bstune.config._schema import ConfigError
+from bstune.config._errors import ConfigError
 from bstune.data._datasets import Dataset, Split, StreamSplit
 
 __all__ = ["DataLike", "as_dataset"]

@@ -33,7 +33,9 @@ from typing import Any
 
 import yaml
 
-from bstune.config._schema import ConfigError, StudyConfig, _Loader, parse_study
+from bstune.config._errors import ConfigError
+from bstune.config._loading import _Loader, parse_study
+from bstune.config._schema import StudyConfig
 from bstune.data._datasets import Dataset, load_dataset
 from bstune.data._idx import DataFileError
 from bstune.training._engine import RunSpec, StepStats, measure_steps, resolve_device

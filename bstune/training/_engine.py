@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from bstune.config._schema import ConfigError, ModelConfig, StudyConfig
+from bstune.config._errors import ConfigError
+from bstune.config._schema import ModelConfig, StudyConfig
 from bstune.data._datasets import Dataset, Split, StreamSplit
 from bstune.training._measure import MB, Stopwatch, step_memory
 from bstune.training._models import build_model

@@ -9,13 +9,8 @@ from typing import Any
 
 import torch
 
-from bstune.config._schema import (
-    FLOAT_PARAMS,
-    OPTIMIZERS,
-    SCHEDULES,
-    ConfigError,
-    SearchSpaceConfig,
-)
+from bstune.config._errors import ConfigError
+from bstune.config._schema import FLOAT_PARAMS, OPTIMIZERS, SCHEDULES, SearchSpaceConfig
 
 __all__ = ["Hyperparams", "make_optimizer", "schedule_at", "warmup_factor"]
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import optuna
 
-from bstune.config._schema import ConfigError, StudyConfig
+from bstune.config._errors import ConfigError
+from bstune.config._schema import StudyConfig
 from bstune.tune._pruning import KeepFront
 
 __all__ = ["make_pruner", "make_sampler"]

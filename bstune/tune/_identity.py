@@ -7,8 +7,9 @@ from typing import Any
 
 import optuna
 
+from bstune.config._errors import ConfigError
 from bstune.config._objectives import ATTR
-from bstune.config._schema import ConfigError, StudyConfig
+from bstune.config._schema import StudyConfig
 from bstune.config._secrets import mask_url
 
 __all__ = ["IDENTITY_ATTR", "check_identity", "identity"]
@@ -62,7 +63,7 @@ def _identity_of_stored_file(study: optuna.Study) -> dict[str, Any] | None:
     """The identity of the study file stored in ``study`` by an earlier bstune, if readable."""
     import yaml
 
-    from bstune.config._schema import parse_study
+    from bstune.config._loading import parse_study
 
     text = study.user_attrs.get(f"{ATTR}study_file")
     if not isinstance(text, str):

@@ -44,16 +44,10 @@ import torch
 from torch import nn
 
 from bstune._json import json_safe
+from bstune.config._errors import ConfigError, validated
+from bstune.config._loading import load_study
 from bstune.config._objectives import ATTR, DIRECTIONS
-from bstune.config._schema import (
-    ConfigError,
-    ModelConfig,
-    SearchSpaceConfig,
-    StudyConfig,
-    TrainingConfig,
-    load_study,
-    validated,
-)
+from bstune.config._schema import ModelConfig, SearchSpaceConfig, StudyConfig, TrainingConfig
 from bstune.data._datasets import Dataset, load_dataset
 from bstune.data._user_data import DataLike, as_dataset
 from bstune.training._engine import EpochStats, RunSpec, TrainResult, train

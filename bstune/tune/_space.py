@@ -15,14 +15,8 @@ from typing import Any
 import optuna
 import torch
 
-from bstune.config._schema import (
-    FLOAT_PARAMS,
-    ConfigError,
-    FloatRange,
-    LrRange,
-    SearchSpaceConfig,
-    validated,
-)
+from bstune.config._errors import ConfigError, validated
+from bstune.config._schema import FLOAT_PARAMS, FloatRange, LrRange, SearchSpaceConfig
 from bstune.training._optim import Hyperparams, make_optimizer
 
 __all__ = [

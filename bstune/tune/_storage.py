@@ -25,7 +25,8 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
-from bstune.config._schema import ConfigError, StudySection
+from bstune.config._errors import ConfigError
+from bstune.config._schema import StudySection
 from bstune.config._secrets import mask_url, scrub
 
 __all__ = ["checkpoint_sqlite", "open_storage"]

@@ -22,8 +22,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune import __version__
+from bstune.config._checks import check_batch_sizes
+from bstune.config._errors import ConfigError
 from bstune.config._objectives import ATTR, DIRECTIONS
-from bstune.config._schema import ConfigError, StudyConfig, check_batch_sizes
+from bstune.config._schema import StudyConfig
 from bstune.config._secrets import mask_passwords, mask_url
 from bstune.tune._curves import CurvesRefresher
 from bstune.tune._factories import make_pruner, make_sampler
