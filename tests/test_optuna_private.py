@@ -7,6 +7,7 @@ then follow it, never decide differently in silence.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import optuna
 import pytest
@@ -84,9 +85,15 @@ def test_failing_a_running_trial(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert frozen.user_attrs["bstune:error"] == "worker 0 was killed"
 
 
-@pytest.mark.parametrize(
-    "module", ["tune._pruning", "tune._study", "tune._curves", "analysis._report", "cli._main"]
+_PACKAGE = Path(__file__).resolve().parents[1] / "bstune"
+_MODULES = sorted(
+    ".".join(p.relative_to(_PACKAGE).with_suffix("").parts)
+    for p in _PACKAGE.rglob("_*.py")
+    if p.name not in ("__init__.py", "__main__.py", "_optuna_private.py")
 )
+
+
+@pytest.mark.parametrize("module", _MODULES)
 def test_no_private_optuna_api_outside_its_module(module: str) -> None:
     import importlib
     import re

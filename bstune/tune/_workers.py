@@ -25,10 +25,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
+
+from bstune.tune._study import OptimizeSummary, abandon, started_trials, trials_since
+
 __all__ = [
-    "MAX_RESTARTS", "WorkerSlot", "cpu_cores", "run_workers", "shares", "worker_command",
+    "MAX_RESTARTS",
+    "WORKER_ATTR",
+    "WorkerSlot",
+    "cpu_cores",
+    "optimize_in_workers",
+    "run_workers",
+    "shares",
+    "worker_command",
     "worker_slot",
-]  # fmt: skip
+]
 
 
 def cpu_cores() -> int:
@@ -153,3 +164,92 @@ def worker_command(argv: Sequence[str], index: int, count: int, n_trials: int | 
     if n_trials is not None:
         cmd += ["--n-trials", str(n_trials)]
     return cmd
+
+
+def optimize_in_workers(
+    study_file: str,
+    study: optuna.Study,
+    url: str,
+    n_trials: int | None,
+    k: int,
+    *,
+    seed: int | None = None,
+    timeout: float | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[OptimizeSummary, int]:
+    """Run ``n_trials`` trials (or until ``timeout``) of ``study`` — the study ``study_file``
+    describes, stored at ``url`` — in ``k`` worker processes (``bstune optimize --n-jobs K``);
+    ``overrides`` are ``bstune optimize`` options for every worker (``epochs``, ``device``,
+    ``threads``, ``max_memory_mb``). Returns the run's summary and how many of the
+    ``n_trials`` did not run (workers killed more often than they are started again)."""
+    before = started_trials(study)
+    deadline = time.monotonic() + timeout if timeout else None
+    base = ["optimize", study_file, "--study-name", study.study_name, "--no-progress"]
+    for flag, value in (overrides or {}).items():
+        base += [f"--{flag.replace('_', '-')}", str(value)]
+    parts = shares(n_trials, k) if n_trials else [None] * k
+    slots = [i for i, part in enumerate(parts) if part != 0]
+    owed = {i: parts[i] for i in slots}  # trials each slot still has to run
+
+    def command(i: int) -> list[str]:
+        argv = base + (["--seed", str(seed + i)] if seed is not None else [])
+        if deadline is not None:
+            argv += ["--timeout", f"{max(deadline - time.monotonic(), 0.001):.3f}"]
+        return worker_command(argv, i, k, owed[i])
+
+    def settle(pid: int, reason: str, slot: int | None = None) -> list[int]:
+        """Fail and queue again what worker process ``pid`` left RUNNING; take what it ran
+        off its ``slot``'s debt."""
+        mine = [t for t in trials_since(study, before)
+                if t.user_attrs.get(WORKER_ATTR, {}).get("pid") == pid]  # fmt: skip
+        lost = abandon(study, mine, reason)
+        debt = owed.get(slot) if slot is not None else None
+        if slot is not None and debt is not None:
+            owed[slot] = debt - sum(t.state.is_finished() and t.number not in lost for t in mine)
+        return lost
+
+    def restart(j: int, pid: int, code: int) -> list[str] | None:
+        i = slots[j]
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        lost = settle(pid, f"worker {i} {how}", i)
+        in_trial = f" in trial {', '.join(map(str, lost))}" if lost else ""
+        debt = owed[i]
+        done = (debt is not None and debt <= 0) or (
+            deadline is not None and deadline <= time.monotonic()
+        )
+        if done or restarts[i] >= MAX_RESTARTS:
+            print(f"bstune: worker {i} {how}{in_trial}"
+                  + ("" if done else f"; not started again ({MAX_RESTARTS} restarts already)"),
+                  file=sys.stderr, flush=True)  # fmt: skip
+            given_up.add(i)
+            return None
+        restarts[i] += 1
+        left = f"its {debt} remaining trials" if debt is not None else "the time left"
+        print(f"bstune: worker {i} {how}{in_trial}; starting it again for {left}"
+              + (" (the interrupted trial is queued to run first)" if lost else ""),
+              file=sys.stderr, flush=True)  # fmt: skip
+        return command(i)
+
+    restarts = dict.fromkeys(slots, 0)
+    given_up: set[int] = set()
+    commands = [command(i) for i in slots]
+    threads = worker_slot(0, k, "cpu", 0).threads  # what each worker takes on the CPU
+    print(f"{len(commands)} workers, {threads} CPU threads each", file=sys.stderr, flush=True)
+    # The storage URL (a password, perhaps) goes in the environment, not on command lines.
+    _, interrupted = run_workers(commands, env={"BSTUNE_STORAGE": url}, restart=restart)
+    for pid in _worker_pids(study, before):  # killed by a second Ctrl-C
+        settle(pid, f"worker process {pid} was killed before its trial ended")
+    summary = OptimizeSummary(study, trials_since(study, before), interrupted)
+    missing = 0 if interrupted else sum(max(owed[i] or 0, 0) for i in given_up)
+    return summary, missing
+
+
+WORKER_ATTR = "bstune:worker"  # on each trial a --n-jobs worker runs: its slot and process id
+
+
+def _worker_pids(study: optuna.Study, before: set[int]) -> set[int]:
+    return {
+        t.user_attrs[WORKER_ATTR]["pid"]
+        for t in trials_since(study, before)
+        if t.state.name == "RUNNING" and WORKER_ATTR in t.user_attrs
+    }

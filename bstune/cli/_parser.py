@@ -1,0 +1,262 @@
+"""The ``bstune`` command line's parser: every command, its options and their checks."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import Any
+
+from bstune import __version__
+from bstune.cli._exit import EXIT_BAD_INPUT
+from bstune.cli._optimize import _cmd_optimize
+from bstune.cli._probe import _cmd_probe
+from bstune.cli._read import _cmd_dashboard, _cmd_report
+from bstune.cli._train import _cmd_train
+from bstune.cli._validate import _cmd_validate
+
+__all__ = ["build_parser"]
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"bstune: error: {message} (see {self.prog} --help)\n")
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _number(
+    convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then check it, else say what was expected."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+
+
+_positive_float = _number(
+    float, lambda v: 0 < v < math.inf, "a positive, finite number of seconds"
+)
+
+
+_positive_number = _number(float, lambda v: 0 < v < math.inf, "a positive, finite number")
+
+
+_fraction = _number(float, lambda v: 0 <= v <= 1, "an accuracy between 0 and 1")
+
+
+_port = _number(int, lambda v: 0 < v < 65536, "a port number 1..65535")
+
+
+def _references(text: str) -> dict[str, float]:
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        if not sep or not name.strip() or not number > 0:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=VALUE pairs with positive values, e.g. train_time=60,"
+                f"peak_memory=512; got {part!r}"
+            )
+        out[name.strip()] = number
+    return out
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive whole numbers separated by commas, e.g. 64,128,256; got {text!r}"
+        )
+    return sizes
+
+
+def _worker(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, k = int(index), int(count)
+    except ValueError:
+        i, k = -1, 0
+    if not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"expected I/K with 0 <= I < K, got {text!r}")
+    return i, k
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """The study file, and where its study is stored: what every study command takes."""
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument(
+        "--storage", help="storage URL (study.storage; default <stem>.db beside the file)"
+    )
+    p.add_argument("--study-name", help="study name (study.name)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bstune",
+        description="Batch size as a first-class search dimension: tune, train and measure.",
+    )
+    parser.add_argument("--version", action="version", version=f"bstune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser(
+        "train",
+        help="train one configuration of a study file and print what it measured",
+        description="Train one configuration (no study, nothing stored) and print its "
+        "accuracy, time, throughput and peak memory.",
+    )
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hyperparameter: batch_size, lr (the rate that trains), optimizer, weight_decay, "
+        "momentum, beta1, beta2, dropout, label_smoothing, warmup_epochs; repeatable",
+    )
+    p.add_argument("--epochs", type=_positive_int, help="override training.epochs")
+    p.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
+    p.add_argument("--threads", help="override training.threads (auto, or 1..cores)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "optimize",
+        help="run a study: sample batch size, lr, optimizer ... jointly; store every trial",
+        description="Run (or resume) the study a study file describes. Re-running adds trials.",
+    )
+    _add_study_args(p)
+    p.add_argument("--n-trials", type=_positive_int, help="trials to add (budget.n_trials)")
+    p.add_argument("--timeout", type=_positive_float, help="seconds to run (budget.timeout)")
+    p.add_argument("--seed", type=int, help="the sampler's seed (sampler.seed)")
+    p.add_argument("--epochs", type=_positive_int, help="override training.epochs")
+    p.add_argument("--device", help="override training.device")
+    p.add_argument("--threads", help="override training.threads (auto, or 1..cores)")
+    p.add_argument(
+        "--max-memory-mb", type=_positive_number, metavar="MB",
+        help="memory budget (budget.max_memory_mb): trials whose peak exceeds it are infeasible",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-jobs", type=_positive_int, default=1, metavar="K",
+        help="run K worker processes on this machine, sharing the study's storage (each gets "
+        "its share of the trials, and on the CPU its share of the cores)",
+    )  # fmt: skip
+    p.add_argument("--worker", type=_worker, help=argparse.SUPPRESS)  # I/K: set by --n-jobs
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_optimize)
+
+    p = sub.add_parser(
+        "report",
+        help="the Pareto front, a table per batch size, hypervolume, a recommendation, plots",
+        description="Report on a stored study: its Pareto front (or best trials), a table per "
+        "batch size, the front's hypervolume and how it grew, the knee of the front or the best "
+        "trial within limits; with --out, plots (HTML and PNG) and every table as CSV.",
+    )
+    _add_study_args(p)
+    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
+    p.add_argument("--out", metavar="DIR", help="write plots, CSV tables and report.json here")
+    p.add_argument(
+        "--max-memory-mb",
+        type=_positive_number,
+        metavar="MB",
+        help="recommend the best trial whose peak memory is at most this",
+    )
+    p.add_argument(
+        "--max-time-s",
+        type=_positive_number,
+        metavar="S",
+        help="recommend the best trial whose training time is at most this",
+    )
+    p.add_argument(
+        "--min-accuracy",
+        type=_fraction,
+        metavar="A",
+        help="recommend the fastest-most-accurate trial with at least this accuracy",
+    )
+    p.add_argument(
+        "--reference",
+        type=_references,
+        default={},
+        metavar="NAME=VALUE,...",
+        help="hypervolume reference values, e.g. train_time=60,peak_memory=512 "
+        "(default 1.1 × the largest value seen); give the same to compare studies",
+    )
+    p.add_argument(
+        "--probe",
+        metavar="PROBE.json",
+        help="throughput per batch size from `bstune probe --format json`, for the goodput "
+        "recommendation (default: the trials' own measured throughput)",
+    )
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="optuna-dashboard on the study's storage, with bstune's figures",
+        description="Start optuna-dashboard on the study's storage (loopback unless --host says "
+        "otherwise), after saving bstune's Pareto, batch-size and learning-curve figures into "
+        "the study.",
+    )
+    _add_study_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
+    p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser(
+        "probe",
+        help="which batch sizes fit: step time, throughput and peak memory per batch size",
+        description="Train the study's model for a few steps at each batch size (its most "
+        "memory-hungry optimizer, its highest dropout) and report step time, throughput, peak "
+        "memory and whether it fits. Without --batch-sizes, search the study's range: double "
+        "until a batch size does not fit, then bisect. On the CPU each batch size runs in its "
+        "own process, so a kernel out-of-memory kill ends only that process.",
+    )
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument(
+        "--batch-sizes", type=_batch_sizes, metavar="B,B,...",
+        help="probe these batch sizes, in increasing order, up to the first that does not fit",
+    )  # fmt: skip
+    p.add_argument(
+        "--steps", type=_positive_int, default=10,
+        help="timed training steps per batch size (default 10)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-memory-mb", type=_positive_number, metavar="MB",
+        help="a batch size whose peak memory exceeds this does not fit "
+        "(default budget.max_memory_mb)",
+    )  # fmt: skip
+    p.add_argument("--device", help="override training.device")
+    p.add_argument("--threads", help="override training.threads (auto, or 1..cores)")
+    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument(
+        "--write", metavar="NARROWED.yaml",
+        help="write a copy of the study file whose batch-size range ends at the largest that "
+        "fits (never the given file)",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("validate", help="check a study file without running anything")
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.set_defaults(func=_cmd_validate)
+    return parser

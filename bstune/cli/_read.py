@@ -1,0 +1,87 @@
+"""``bstune report`` and ``bstune dashboard``: reading a stored study (never importing torch)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bstune.cli._common import _stored_study
+from bstune.cli._exit import EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bstune.analysis._report import Constraints, build_report
+    from bstune.analysis._report_format import render, write_tables
+    from bstune.analysis._science import read_probe_throughput
+    from bstune.config._errors import ConfigError
+
+    throughput = read_probe_throughput(args.probe) if args.probe else None  # before the storage
+    cfg, _, study = _stored_study(args, read_only=True)
+    unknown = sorted(set(args.reference) - set(cfg.objectives))
+    if unknown:
+        raise ConfigError(
+            f"--reference: {', '.join(unknown)} is not an objective of this study "
+            f"(objectives: {', '.join(cfg.objectives)})"
+        )
+    limits = Constraints(args.max_memory_mb, args.max_time_s, args.min_accuracy)
+    report = build_report(
+        study, constraints=limits or None, reference=args.reference, probe_throughput=throughput
+    )
+    sys.stdout.write(render(report, args.format))
+    if args.out:
+        from bstune.analysis._plots import write_plots
+
+        out = Path(args.out)
+        try:
+            written = write_tables(report, out) + write_plots(report, out)
+        except OSError as e:
+            raise ConfigError(f"--out {args.out}: cannot write there ({e.strerror})") from None
+        print(f"wrote {len(written)} files to {out}: "
+              + ", ".join(p.name for p in written), file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+def _name_objectives(study: Any) -> None:
+    """Give the dashboard the objectives' names (axes, columns) if the study lacks them."""
+    import warnings
+
+    import optuna
+
+    from bstune.analysis._report import objective_names
+
+    names = objective_names(study)
+    if study.metric_names is None and len(names) == len(study.directions):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from bstune.config._secrets import mask_url
+    from bstune.tune._curves import save_learning_curves
+    from bstune.tune._optuna_private import storage_of
+    from bstune.tune._study import is_read_only, save_report_figures
+
+    _, url, study = _stored_study(args)
+    if is_read_only(study):
+        print("the study's database cannot be written here: serving it read-only, without "
+              "bstune's figures", file=sys.stderr)  # fmt: skip
+    elif study.get_trials(deepcopy=False):
+        _name_objectives(study)
+        save_report_figures(study)
+        if len(study.directions) > 1:
+            save_learning_curves(study)
+    print(f"optuna-dashboard on {mask_url(url)}: http://{args.host}:{args.port}/dashboard "
+          f"(Ctrl-C stops it)", file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        run_server(storage_of(study), host=args.host, port=args.port)
+    except OSError as e:
+        from bstune.config._errors import ConfigError
+
+        raise ConfigError(f"cannot serve on {args.host}:{args.port} ({e.strerror})") from None
+    return EXIT_OK
