@@ -35,11 +35,12 @@ def steps_to_target(
 ) -> tuple[float, float]:
     """Steps until validation accuracy >= target (inf if never), and B_simple then."""
     torch.manual_seed(seed)
-    model = bstune.build_model(ModelConfig(name="mlp", hidden=[128]), data.input_shape, 10, 0.0)
+    mlp = ModelConfig(name="mlp", hidden=[128])
+    model = bstune.training.build_model(mlp, data.input_shape, 10, 0.0)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     x, y, xv, yv = data.train.x, data.train.y, data.val.x, data.val.y
     n = len(y)
-    noise = bstune.NoiseScale()
+    noise = bstune.training.NoiseScale()
     shuffle = torch.Generator().manual_seed(seed)
     perm, at, step, seen, next_eval = torch.randperm(n, generator=shuffle), 0, 0, 0, 4096
     params = list(model.parameters())
@@ -53,9 +54,9 @@ def steps_to_target(
         if step % 16 == 0:  # two halves: |g|² at B/2, then at B
             h = batch // 2
             (F.cross_entropy(model(xb[:h]), yb[:h]) * (h / batch)).backward()
-            small = bstune.squared_grad_norm(params) * (batch / h) ** 2
+            small = bstune.training.squared_grad_norm(params) * (batch / h) ** 2
             (F.cross_entropy(model(xb[h:]), yb[h:]) * ((batch - h) / batch)).backward()
-            noise.update(small, h, bstune.squared_grad_norm(params), batch)
+            noise.update(small, h, bstune.training.squared_grad_norm(params), batch)
         else:
             F.cross_entropy(model(xb), yb).backward()
         opt.step()

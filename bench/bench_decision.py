@@ -1,4 +1,4 @@
-"""Latency of one multi-objective pruning decision as a study grows (``bstune.report``).
+"""Latency of one multi-objective pruning decision as a study grows (``bstune.report_val_loss``).
 
 A study (SQLite by default, WAL mode as bstune opens it) is filled with ``--trials`` finished
 trials — complete and pruned, three objectives, each with a 10-epoch validation-loss curve in
@@ -61,7 +61,7 @@ def decisions(study: optuna.Study, forget: bool, steps: int = 10) -> list[float]
             view._storage._finished.clear()  # type: ignore[attr-defined]
         start = time.perf_counter()
         with contextlib.suppress(optuna.TrialPruned):
-            bstune.report(trial, step, 2.0 / (1 + 0.3 * step), persist=False)
+            bstune.report_val_loss(trial, step, 2.0 / (1 + 0.3 * step), persist=False)
         times.append(time.perf_counter() - start)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return times

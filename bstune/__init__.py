@@ -1,7 +1,10 @@
 """bstune: batch size as a first-class search dimension for Optuna.
 
-The public API is what this module exports; everything else is private and may change. Names
-are imported on first use, so ``import bstune`` (and ``bstune --help``) does not load torch.
+The public API is what this module exports, for the three ways bstune is used; each layer's
+package (:mod:`bstune.config`, :mod:`bstune.data`, :mod:`bstune.training`,
+:mod:`bstune.analysis`, :mod:`bstune.tune`, :mod:`bstune.probing`) exports its lower-level
+pieces. Everything in a module whose name starts with ``_`` is private and may change. Names are
+imported on first use, so ``import bstune`` (and ``bstune --help``) does not load torch.
 
 Example:
     >>> import bstune
@@ -16,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +30,11 @@ except PackageNotFoundError:  # a source tree that is not installed
 
 if TYPE_CHECKING:
     from bstune.analysis._report import Constraints, Report, build_report
-    from bstune.analysis._science import NoiseReport, noise_report, read_probe_throughput
-    from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
     from bstune.config._errors import ConfigError
     from bstune.config._loading import load_study, parse_study
     from bstune.config._schema import SearchSpace, StudyConfig
-    from bstune.data._datasets import Dataset, Split, load_dataset
-    from bstune.data._idx import DataFileError, read_idx
-    from bstune.probing._probe import ProbeResult, ProbeRow, probe, write_narrowed
+    from bstune.data._datasets import Dataset, load_dataset
+    from bstune.probing._probe import probe
     from bstune.training._engine import (
         EpochStats,
         RunSpec,
@@ -43,117 +44,123 @@ if TYPE_CHECKING:
         resolve_device,
         train,
     )
-    from bstune.training._measure import LiveTensorMemory, Measure
-    from bstune.training._models import ModelError, build_model
-    from bstune.training._noise import NoiseScale, squared_grad_norm
-    from bstune.training._optim import Hyperparams, make_optimizer, schedule_at
+    from bstune.training._measure import Measure
+    from bstune.training._optim import Hyperparams
     from bstune.tune._objective import Objective
-    from bstune.tune._pruning import KeepFront, report
-    from bstune.tune._space import Sampled, scale_hparams, suggest
+    from bstune.tune._pruning import KeepFront, report_val_loss
+    from bstune.tune._space import Sampled, suggest
+    from bstune.tune._study import open_study, run_study
 
 _EXPORTS = {
-    "ConfigError": "config._errors",
-    "SearchSpace": "config._schema",
-    "StudyConfig": "config._schema",
+    # A study file: optimize it, report on it, probe which batch sizes fit.
     "load_study": "config._loading",
     "parse_study": "config._loading",
-    "Dataset": "data._datasets",
-    "Split": "data._datasets",
-    "load_dataset": "data._datasets",
-    "EpochStats": "training._engine",
-    "RunSpec": "training._engine",
-    "StepStats": "training._engine",
-    "TrainResult": "training._engine",
-    "measure_steps": "training._engine",
-    "resolve_device": "training._engine",
-    "train": "training._engine",
-    "DataFileError": "data._idx",
-    "read_idx": "data._idx",
-    "LiveTensorMemory": "training._measure",
-    "Measure": "training._measure",
-    "Objective": "tune._objective",
-    "ModelError": "training._models",
-    "build_model": "training._models",
-    "Hyperparams": "training._optim",
-    "make_optimizer": "training._optim",
-    "schedule_at": "training._optim",
-    "NoiseScale": "training._noise",
-    "critical_tradeoff": "analysis._tradeoff",
-    "squared_grad_norm": "training._noise",
-    "statistical_efficiency": "analysis._tradeoff",
-    "NoiseReport": "analysis._science",
-    "noise_report": "analysis._science",
-    "read_probe_throughput": "analysis._science",
-    "scale_hparams": "tune._space",
-    "ProbeResult": "probing._probe",
-    "ProbeRow": "probing._probe",
-    "probe": "probing._probe",
-    "write_narrowed": "probing._probe",
-    "KeepFront": "tune._pruning",
-    "report": "tune._pruning",
-    "Constraints": "analysis._report",
-    "Report": "analysis._report",
+    "StudyConfig": "config._schema",
+    "ConfigError": "config._errors",
+    "open_study": "tune._study",
+    "run_study": "tune._study",
     "build_report": "analysis._report",
-    "Sampled": "tune._space",
+    "Report": "analysis._report",
+    "Constraints": "analysis._report",
+    "probe": "probing._probe",
+    # bstune's objective, or its pieces, inside your own Optuna code.
+    "Objective": "tune._objective",
+    "SearchSpace": "config._schema",
     "suggest": "tune._space",
+    "Sampled": "tune._space",
+    "Hyperparams": "training._optim",
+    "report_val_loss": "tune._pruning",
+    "KeepFront": "tune._pruning",
+    "Measure": "training._measure",
+    # The engine on its own.
+    "train": "training._engine",
+    "RunSpec": "training._engine",
+    "TrainResult": "training._engine",
+    "EpochStats": "training._engine",
+    "measure_steps": "training._engine",
+    "StepStats": "training._engine",
+    "load_dataset": "data._datasets",
+    "Dataset": "data._datasets",
+    "resolve_device": "training._engine",
+}
+
+# Names this module exported before the layers had packages: they still work, with a
+# DeprecationWarning naming their home now.
+_MOVED = {
+    "report": ("tune", "report_val_loss"),
+    "NoiseScale": ("training", "NoiseScale"),
+    "squared_grad_norm": ("training", "squared_grad_norm"),
+    "LiveTensorMemory": ("training", "LiveTensorMemory"),
+    "build_model": ("training", "build_model"),
+    "ModelError": ("training", "ModelError"),
+    "make_optimizer": ("training", "make_optimizer"),
+    "schedule_at": ("training", "schedule_at"),
+    "DataFileError": ("data", "DataFileError"),
+    "read_idx": ("data", "read_idx"),
+    "Split": ("data", "Split"),
+    "NoiseReport": ("analysis", "NoiseReport"),
+    "noise_report": ("analysis", "noise_report"),
+    "read_probe_throughput": ("analysis", "read_probe_throughput"),
+    "critical_tradeoff": ("analysis", "critical_tradeoff"),
+    "statistical_efficiency": ("analysis", "statistical_efficiency"),
+    "scale_hparams": ("tune", "scale_hparams"),
+    "ProbeResult": ("probing", "ProbeResult"),
+    "ProbeRow": ("probing", "ProbeRow"),
+    "write_narrowed": ("probing", "write_narrowed"),
 }
 
 __all__ = [
     "ConfigError",
     "Constraints",
-    "DataFileError",
     "Dataset",
     "EpochStats",
     "Hyperparams",
     "KeepFront",
-    "LiveTensorMemory",
     "Measure",
-    "ModelError",
-    "NoiseReport",
-    "NoiseScale",
     "Objective",
-    "ProbeResult",
-    "ProbeRow",
     "Report",
     "RunSpec",
     "Sampled",
     "SearchSpace",
-    "Split",
     "StepStats",
     "StudyConfig",
     "TrainResult",
     "__version__",
-    "build_model",
     "build_report",
-    "critical_tradeoff",
     "load_dataset",
     "load_study",
-    "make_optimizer",
     "measure_steps",
-    "noise_report",
+    "open_study",
     "parse_study",
     "probe",
-    "read_idx",
-    "read_probe_throughput",
-    "report",
+    "report_val_loss",
     "resolve_device",
-    "scale_hparams",
-    "schedule_at",
-    "squared_grad_norm",
-    "statistical_efficiency",
+    "run_study",
     "suggest",
     "train",
-    "write_narrowed",
-]
+]  # = __version__ and _EXPORTS' names (tests/test_api.py checks)
+
+
+# The layers' packages, imported on first use: ``import bstune`` then ``bstune.training.X``.
+_LAYERS = ("analysis", "cli", "config", "data", "probing", "training", "tune")
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAYERS:
+        return importlib.import_module(f"bstune.{name}")
     module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bstune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"bstune.{module}"), name)
-    globals()[name] = value
-    return value
+    if module is not None:
+        value = getattr(importlib.import_module(f"bstune.{module}"), name)
+        globals()[name] = value
+        return value
+    if name in _MOVED:
+        package, new = _MOVED[name]
+        hint = " (bstune.build_report builds a study's report)" if name == "report" else ""
+        warnings.warn(
+            f"bstune.{name} is now bstune.{package}.{new}{hint}", DeprecationWarning, stacklevel=2
+        )
+        return getattr(importlib.import_module(f"bstune.{package}"), new)
+    raise AttributeError(f"module 'bstune' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

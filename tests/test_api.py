@@ -161,7 +161,7 @@ def test_own_training_loop(digits) -> None:  # type: ignore[no-untyped-def]
                 with torch.no_grad():
                     logits = model(xv)
                     val_loss = F.cross_entropy(logits, yv).item()
-                bstune.report(trial, step=epoch, val_loss=val_loss)  # may raise TrialPruned
+                bstune.report_val_loss(trial, epoch, val_loss)  # may raise TrialPruned
         accuracy = (logits.argmax(1) == yv).float().mean().item()
         return accuracy, measured.train_time_s, measured.peak_memory_mb
 
@@ -281,3 +281,17 @@ def test_stored_metrics_are_json_at_every_depth(tmp_path: Path) -> None:
     metrics = study.trials[0].user_attrs["bstune:metrics"]
     assert metrics["curves"]  # per-epoch records, noise scale among them
     json.dumps(metrics, allow_nan=False)  # raises on a NaN anywhere
+
+
+def test_the_top_level_api_is_small_and_moved_names_still_work() -> None:
+    import warnings
+
+    assert sorted(bstune.__all__) == sorted(["__version__", *bstune._EXPORTS])
+    assert len(bstune.__all__) <= 30
+    for name in bstune.__all__:
+        assert getattr(bstune, name) is not None
+    with pytest.warns(DeprecationWarning, match=r"bstune.report is now bstune.tune.report_val"):
+        assert bstune.report is bstune.report_val_loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bstune.training.NoiseScale is not None  # the new home: no warning

@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import FASHION_DEBIAN, SHARED_MNIST, write_idx
 
-from bstune import DataFileError, load_dataset
+from bstune import load_dataset
 from bstune.config._schema import DatasetConfig
+from bstune.data import DataFileError
 from bstune.data._datasets import stratified_split
 
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from bstune import ConfigError, Hyperparams, ModelError, RunSpec, load_dataset, train
+from bstune import ConfigError, Hyperparams, RunSpec, load_dataset, train
 from bstune.config._schema import OPTIMIZERS, DatasetConfig, ModelConfig
+from bstune.training import ModelError
 from bstune.training._models import ReLUDropout, build_model
 from bstune.training._optim import warmup_factor
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_MNIST, idx_bytes, write_idx
 
-from bstune import DataFileError, read_idx
+from bstune.data import DataFileError, read_idx
 from bstune.data._idx import IDX_SETS, IdxFile, IdxSet, find_or_fetch, parse_idx, search_dirs
 
 RNG = np.random.default_rng(0)

@@ -123,3 +123,23 @@ def test_layers_keep_off_heavy_dependencies(layer: str, banned: str) -> None:
         if imported == banned or imported.startswith(f"{banned}.")
     ]
     assert not bad, f"{layer} imports {banned}: {bad}"
+
+
+def test_one_table_of_objectives_serves_everyone() -> None:
+    """Config's names, the training result's and each epoch's fields, and the directions all
+    come from bstune.config._objectives.OBJECTIVES."""
+    import dataclasses
+    from typing import get_args
+
+    from bstune.config._objectives import DIRECTIONS, OBJECTIVES, UNITS
+    from bstune.config._schema import Objective
+    from bstune.training._engine import EpochStats, TrainResult
+
+    assert get_args(Objective) == tuple(OBJECTIVES)
+    result_fields = {f.name for f in dataclasses.fields(TrainResult)}
+    epoch_fields = {f.name for f in dataclasses.fields(EpochStats)}
+    for spec in OBJECTIVES.values():
+        assert spec.result_field in result_fields, spec
+        if spec.projection in ("now", "peak"):
+            assert spec.result_field in epoch_fields, spec
+        assert DIRECTIONS[spec.name] == spec.direction and UNITS[spec.name] == spec.unit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bstune import LiveTensorMemory
+from bstune.training import LiveTensorMemory
 
 
 def test_counts_new_storages_until_they_are_freed() -> None:

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bstune.tune._pruning import KeepFront, report, val_loss_curve
+from bstune.tune._pruning import KeepFront, report_val_loss, val_loss_curve
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -81,7 +81,8 @@ def bstune_multi_objective(
 def replay(
     study_for: Callable[[int], optuna.Study], curves: list[list[float]]
 ) -> list[int | None]:
-    """Each curve as one trial through bstune's report(); the step each was pruned at, or None."""
+    """Each curve as one trial through bstune's report_val_loss(); the step each was pruned
+    at, or None."""
     decisions: list[int | None] = []
     for i, curve in enumerate(curves):
         study = study_for(i)
@@ -90,7 +91,7 @@ def replay(
         try:
             for step, value in enumerate(curve, start=1):
                 pruned_at = step
-                report(trial, step, value)
+                report_val_loss(trial, step, value)
             pruned_at = None
             study.tell(trial, [curve[-1], 1.0])
         except optuna.TrialPruned:
@@ -125,7 +126,7 @@ def test_pruned_trials_keep_their_curve_and_stay_off_the_front() -> None:
         trial = study.ask()
         try:
             for step, value in enumerate(curve, start=1):
-                report(trial, step, value)
+                report_val_loss(trial, step, value)
             study.tell(trial, [curve[-1], 1.0])
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
@@ -159,7 +160,7 @@ def front_study(pruner: optuna.pruners.BasePruner) -> optuna.Study:
     for acc, seconds in ((0.9, 10.0), (0.85, 8.0), (0.8, 6.0)):
         trial = study.ask()
         for step, value in enumerate([0.5, 0.4, 0.3], start=1):
-            report(trial, step, value)
+            report_val_loss(trial, step, value)
         study.tell(trial, [acc, seconds])
     return study
 
@@ -173,11 +174,11 @@ def test_keep_front_spares_a_trial_that_would_be_on_the_front() -> None:
     trial = study.ask()
     # Worse loss than every finished trial: the median pruner says prune. But nothing finished
     # is as fast: at accuracy 0.5 and 2 s it would be on the front, so it runs on.
-    assert report(trial, 1, 1.0, projected=[0.5, 2.0]) is True
-    assert report(trial, 2, 0.9, projected=[0.55, 2.0]) is True
+    assert report_val_loss(trial, 1, 1.0, projected=[0.5, 2.0]) is True
+    assert report_val_loss(trial, 2, 0.9, projected=[0.55, 2.0]) is True
     # Slower than it looked: (0.8, 6 s) now dominates it, and the pruner's word stands.
     with pytest.raises(optuna.TrialPruned):
-        report(trial, 3, 0.8, projected=[0.6, 7.0])
+        report_val_loss(trial, 3, 0.8, projected=[0.6, 7.0])
 
 
 def test_keep_front_ignores_infeasible_trials() -> None:
@@ -185,36 +186,37 @@ def test_keep_front_ignores_infeasible_trials() -> None:
     # better on both axes, but infeasible (over a memory budget, say): never on the front
     study.add_trial(optuna.trial.create_trial(values=[0.99, 1.0], user_attrs={},
                                               system_attrs={"constraints": [1.0]}))  # fmt: skip
-    assert report(study.ask(), 1, 1.0, projected=[0.5, 2.0]) is True
+    assert report_val_loss(study.ask(), 1, 1.0, projected=[0.5, 2.0]) is True
 
 
 def test_keep_front_margin_does_not_spare_a_hair_faster_trial() -> None:
     # 2% faster and 1% less accurate than the (0.8, 6 s) trial: on the front, but only just
     projected = [0.79, 5.88]
     exact = front_study(KeepFront(median(), margin=0.0))
-    assert report(exact.ask(), 1, 1.0, projected=projected) is True
+    assert report_val_loss(exact.ask(), 1, 1.0, projected=projected) is True
     with pytest.raises(optuna.TrialPruned):
-        report(front_study(KeepFront(median())).ask(), 1, 1.0, projected=projected)
+        report_val_loss(front_study(KeepFront(median())).ask(), 1, 1.0, projected=projected)
 
 
 def test_keep_front_never_adds_a_prune_and_needs_a_projection() -> None:
     study = front_study(KeepFront(median()))
     good = study.ask()
-    assert report(good, 1, 0.1, projected=[0.1, 100.0]) is False  # dominated, but a good loss
+    # dominated, but a good loss
+    assert report_val_loss(good, 1, 0.1, projected=[0.1, 100.0]) is False
     study.tell(good, state=TrialState.PRUNED)
     dominated = study.ask()
     with pytest.raises(optuna.TrialPruned):
-        report(dominated, 1, 1.0, projected=[0.7, 9.0])
+        report_val_loss(dominated, 1, 1.0, projected=[0.7, 9.0])
     study.tell(dominated, state=TrialState.PRUNED)
     unknown = study.ask()
     with pytest.raises(optuna.TrialPruned):
-        report(unknown, 1, 1.0)  # no projection: Optuna's decision
+        report_val_loss(unknown, 1, 1.0)  # no projection: Optuna's decision
 
 
 def test_keep_front_off_prunes_the_fast_trial() -> None:
     study = front_study(median())
     with pytest.raises(optuna.TrialPruned):
-        report(study.ask(), 1, 1.0, projected=[0.5, 2.0])
+        report_val_loss(study.ask(), 1, 1.0, projected=[0.5, 2.0])
 
 
 def test_keep_front_without_projections_decides_as_optuna() -> None:
@@ -238,7 +240,7 @@ def test_a_finished_trial_is_translated_once(monkeypatch: pytest.MonkeyPatch) ->
     for curve in recorded_curves(n=20, steps=4):
         t = study.ask()
         for step, v in enumerate(curve, 1):
-            report(t, step, v)
+            report_val_loss(t, step, v)
         study.tell(t, [curve[-1], 1.0])
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=1)
     seen: list[int] = []
@@ -250,15 +252,15 @@ def test_a_finished_trial_is_translated_once(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(pruning, "_with_curve", counting)
     trial = study.ask()
-    report(trial, 1, 0.0)  # low: not pruned
+    report_val_loss(trial, 1, 0.0)  # low: not pruned
     first = len(seen)
-    report(trial, 2, 0.0)
-    report(trial, 3, 0.0)
+    report_val_loss(trial, 2, 0.0)
+    report_val_loss(trial, 3, 0.0)
     assert first >= 20  # every finished trial, once
     assert len(seen) - first <= 2  # later decisions: only the running trial(s)
     study.tell(trial, [0.0, 1.0])
     nxt = study.ask()
-    report(nxt, 1, 0.0)
+    report_val_loss(nxt, 1, 0.0)
     assert seen.count(trial.number) <= 4  # the newly finished trial joins the kept views
 
 
@@ -279,7 +281,7 @@ def _decide_single(trial: optuna.Trial, step, value) -> bool:  # type: ignore[no
 
 def _decide_multi(trial: optuna.Trial, step, value) -> bool:  # type: ignore[no-untyped-def]
     try:
-        report(trial, step, value)
+        report_val_loss(trial, step, value)
     except optuna.TrialPruned:
         return True
     return False
@@ -290,7 +292,7 @@ def _finish(single: optuna.Study, multi: optuna.Study, curves: list[list[float]]
         a, b = single.ask(), multi.ask()
         for step, v in enumerate(curve, start=1):
             a.report(v, step)
-            report(b, step, v)
+            report_val_loss(b, step, v)
         single.tell(a, curve[-1])
         multi.tell(b, [curve[-1], 1.0])
 
@@ -327,16 +329,16 @@ def test_report_takes_what_trial_report_takes(tmp_path) -> None:  # type: ignore
         directions=["minimize", "maximize"], storage=f"sqlite:///{tmp_path}/v.db"
     )
     trial = multi.ask()
-    report(trial, np.int64(1), np.float32(0.5))
-    report(trial, 2.0, torch.tensor(0.25))
-    report(trial, 3, np.float64(0.125))
+    report_val_loss(trial, np.int64(1), np.float32(0.5))
+    report_val_loss(trial, 2.0, torch.tensor(0.25))
+    report_val_loss(trial, 3, np.float64(0.125))
     assert val_loss_curve(multi.trials[0]) == {1: 0.5, 2: 0.25, 3: 0.125}
     with pytest.raises(ValueError, match="must be non-negative"):
-        report(trial, -1, 0.1)
+        report_val_loss(trial, -1, 0.1)
     with pytest.raises(TypeError, match="supposed to be a float"):
-        report(trial, 4, "low")
+        report_val_loss(trial, 4, "low")
     with pytest.raises(TypeError, match="supposed to be an int"):
-        report(trial, "four", 0.1)
+        report_val_loss(trial, "four", 0.1)
 
 
 def test_a_tie_between_best_trials_is_broken_as_optuna_s_storage_breaks_it() -> None:
@@ -350,9 +352,10 @@ def test_a_tie_between_best_trials_is_broken_as_optuna_s_storage_breaks_it() -> 
         first, second = study.ask(), study.ask()
         for trial, curve in ((second, curves[1]), (first, curves[0])):
             for step, v in enumerate(curve, start=1):
-                (trial.report if study is single else lambda v, s, t=trial: report(t, s, v))(
-                    v, step
-                )
+                if study is single:
+                    trial.report(v, step)
+                else:
+                    report_val_loss(trial, step, v)
         study.tell(second, objective(curves[1]))
         study.tell(first, objective(curves[0]))
     probe = [0.7, 0.75, 0.85, 0.95, 1.05, 0.55]
@@ -380,7 +383,7 @@ def test_keep_front_keeps_hyperband_s_bracket_sampling(directions: list[str]) ->
             curve = [(x - 1) ** 2 + 1 / (s + 1) + 0.01 * i for s in range(9)]
             try:
                 for step, v in enumerate(curve, start=1):
-                    report(trial, step, v)
+                    report_val_loss(trial, step, v)
                 study.tell(trial, [curve[-1], 1.0][: len(directions)])
             except optuna.TrialPruned:
                 study.tell(trial, state=TrialState.PRUNED)

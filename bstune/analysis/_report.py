@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bstune.analysis._pareto import hypervolume, knee, non_dominated
 from bstune.analysis._science import NoiseReport, Throughput, noise_report
-from bstune.config._objectives import ATTR, DIRECTIONS, UNITS
+from bstune.config._objectives import ATTR, OBJECTIVES, UNITS
 
 __all__ = [
     "BatchSizeRow",
@@ -309,11 +309,12 @@ def _reference(
     out = {}
     for o, d in zip(objectives, directions, strict=True):
         seen = [r.values[o] for r in done if math.isfinite(r.values[o])]
+        spec = OBJECTIVES.get(o)
         if o in given:
             out[o] = float(given[o])
-        elif o == "val_accuracy":
+        elif spec is not None and spec.scale == "accuracy":
             out[o] = 0.0
-        elif o in DIRECTIONS:
+        elif spec is not None:
             out[o] = 1.1 * max(map(abs, seen)) if seen else 1.0
         elif seen:  # unknown: the worst value, a tenth of the span further
             best, worst = (min(seen), max(seen)) if d == "minimize" else (max(seen), min(seen))
@@ -331,7 +332,7 @@ def _ideal(
     out = {}
     for o, d in zip(objectives, directions, strict=True):
         seen = [r.values[o] for r in done if math.isfinite(r.values[o])]
-        if o not in DIRECTIONS and seen:
+        if o not in OBJECTIVES and seen:
             out[o] = min(seen) if d == "minimize" else max(seen)
     return out
 
@@ -347,13 +348,14 @@ def _normalise(
     out = np.empty_like(losses)
     for j, o in enumerate(objectives):
         col, ref = losses[:, j], scale[o]
-        if o == "val_accuracy":
-            out[:, j] = (1.0 + col) / (1.0 - ref) if ref < 1 else 1.0 + col  # -acc → 1 - acc
-        elif o not in DIRECTIONS:  # best → 0, reference → 1, in loss terms
+        spec = OBJECTIVES.get(o)
+        if spec is not None and spec.scale == "accuracy":  # -acc → 1 - acc
+            out[:, j] = (1.0 + col) / (1.0 - ref) if ref < 1 else 1.0 + col
+        elif spec is None:  # best → 0, reference → 1, in loss terms
             sign = 1.0 if directions[j] == "minimize" else -1.0
             zero, one = sign * ideal.get(o, ref), sign * ref
             out[:, j] = (col - zero) / (one - zero) if one > zero else np.where(col > one, 1, 0)
-        elif DIRECTIONS[o] == "maximize":  # -rate → 1 - rate / ref
+        elif spec.scale == "rate":  # -rate → 1 - rate / ref
             out[:, j] = 1.0 + col / ref if ref > 0 else 1.0
         else:
             out[:, j] = col / ref if ref > 0 else col

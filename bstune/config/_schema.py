@@ -26,7 +26,6 @@ from bstune.config._secrets import mask_value
 
 __all__ = [
     "FLOAT_PARAMS",
-    "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
     "STORAGE_VARIABLES",
@@ -46,7 +45,6 @@ __all__ = [
     "TrainingConfig",
 ]
 
-OBJECTIVES = ("val_accuracy", "val_loss", "train_time", "peak_memory", "throughput")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "grow_batch", "decay_lr")
 DATASETS = ("mnist", "fashion_mnist", "digits", "synthetic")

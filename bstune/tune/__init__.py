@@ -14,7 +14,7 @@ _EXPORTS = {
     "open_storage": "_storage",
     "optimize_in_workers": "_workers",
     "open_study": "_study",
-    "report": "_pruning",
+    "report_val_loss": "_pruning",
     "run_study": "_study",
     "scale_hparams": "_space",
     "suggest": "_space",

@@ -46,7 +46,7 @@ from torch import nn
 from bstune._json import json_safe
 from bstune.config._errors import ConfigError, validated
 from bstune.config._loading import load_study
-from bstune.config._objectives import ATTR, DIRECTIONS
+from bstune.config._objectives import ATTR, DIRECTIONS, OBJECTIVES
 from bstune.config._schema import ModelConfig, SearchSpaceConfig, StudyConfig, TrainingConfig
 from bstune.data._datasets import Dataset, load_dataset
 from bstune.data._user_data import DataLike, as_dataset
@@ -54,7 +54,7 @@ from bstune.training._engine import EpochStats, RunSpec, TrainResult, train
 from bstune.training._measure import is_out_of_memory, release_memory
 from bstune.training._optim import Hyperparams
 from bstune.training._threads import merge_choices
-from bstune.tune._pruning import report
+from bstune.tune._pruning import report_val_loss
 from bstune.tune._signals import Interrupted
 from bstune.tune._space import suggest
 
@@ -62,18 +62,10 @@ __all__ = ["THREADS_ATTR", "Objective", "objective_values"]
 
 THREADS_ATTR = f"{ATTR}threads"  # the study's thread calibrations (see bstune.training._threads)
 
-_VALUE_OF: dict[str, Callable[[TrainResult], float]] = {
-    "val_accuracy": lambda r: r.val_accuracy,
-    "val_loss": lambda r: r.val_loss,
-    "train_time": lambda r: r.train_time_s,
-    "peak_memory": lambda r: r.peak_memory_mb,
-    "throughput": lambda r: r.samples_per_s,
-}
-
-
 def objective_values(result: TrainResult, objectives: Sequence[str]) -> list[float]:
-    """The study's objectives, in order, from a run's result."""
-    return [_VALUE_OF[name](result) for name in objectives]
+    """The study's objectives, in order, from a run's result (fields named in the objectives'
+    table, :data:`bstune.config._objectives.OBJECTIVES`)."""
+    return [float(getattr(result, OBJECTIVES[name].result_field)) for name in objectives]
 
 
 class Objective:
@@ -241,7 +233,7 @@ class Objective:
                 start = time.perf_counter()
                 try:
                     projected = _projected(curves, spec.epochs, self.objectives)
-                    if report(trial, seen // n_train, stats.val_loss, persist=False,
+                    if report_val_loss(trial, seen // n_train, stats.val_loss, persist=False,
                               projected=projected):  # fmt: skip
                         kept.append(seen // n_train)
                 finally:
@@ -391,12 +383,17 @@ def _projected(
     """The objective values a trial would end with, from its first epochs: accuracy and loss as
     they are now, training time extrapolated to ``epochs``, peak memory and throughput so far."""
     done = sum(e.train_time_s for e in curves)
-    now = {
-        "val_accuracy": curves[-1].val_accuracy,
-        "val_loss": curves[-1].val_loss,
-        "train_time": done * epochs / len(curves),
-        "peak_memory": max(e.peak_memory_mb for e in curves),
-        "throughput": sum(e.samples for e in curves) / done if done > 0 else 0.0,
-    }
-    return [now[o] for o in objectives]
+    rate = sum(e.samples for e in curves) / done if done > 0 else 0.0
+    out = []
+    for name in objectives:
+        spec = OBJECTIVES[name]
+        if spec.projection == "now":  # an epoch's record holds it under the result's name
+            out.append(float(getattr(curves[-1], spec.result_field)))
+        elif spec.projection == "extrapolate":
+            out.append(done * epochs / len(curves))
+        elif spec.projection == "peak":
+            out.append(max(float(getattr(e, spec.result_field)) for e in curves))
+        else:
+            out.append(rate)
+    return out
 

@@ -5,7 +5,7 @@ Each is used only where Optuna has no public equivalent, and each is pinned by
 with a message naming it — never silently different decisions.
 
 - ``Study._storage``: the storage a study was opened on, for a study bstune did not open
-  (``bstune.report`` on a user's study; the pruner's single-objective view of a study).
+  (``bstune.report_val_loss`` on a user's study; the pruner's single-objective view of a study).
 - ``Study._study_id`` and ``FrozenTrial._trial_id``: the ids storage methods take.
 - ``_CachedStorage._backend``: which storage is under Optuna's cache (how it breaks ties).
 - ``Trial._get_latest_trial()``: a running trial's values as stored, without copying all of them.

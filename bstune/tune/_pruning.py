@@ -53,7 +53,7 @@ from bstune.tune._optuna_private import (
     trial_id,
 )
 
-__all__ = ["CURVE_ATTR", "KeepFront", "report", "val_loss_curve"]
+__all__ = ["CURVE_ATTR", "KeepFront", "report_val_loss", "val_loss_curve"]
 
 CURVE_ATTR = "bstune:val_loss"
 METRICS_ATTR = "bstune:metrics"
@@ -90,7 +90,7 @@ class _KeepFrontHyperband(KeepFront, HyperbandDelegate):
     pruner: optuna.pruners.HyperbandPruner
 
 
-def report(
+def report_val_loss(
     trial: optuna.Trial,
     step: int,
     val_loss: float,
