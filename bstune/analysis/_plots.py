@@ -36,7 +36,7 @@ def _label(report: Report, objective: str) -> str:
     return f"{objective} ({unit})" if unit else objective
 
 
-def _cell(v: float | None) -> str:
+def _short(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
@@ -78,7 +78,7 @@ def plotly_figures(report: Report) -> dict[str, Any]:
             "legendgroup": name,
             "showlegend": first,
             "mode": "markers",
-            "text": [f"trial {t.number}, batch {t.batch_size}, lr {_cell(t.lr)}" for t in trials],
+            "text": [f"trial {t.number}, batch {t.batch_size}, lr {_short(t.lr)}" for t in trials],
             "marker": {
                 "color": [_log2(t.batch_size) for t in trials],
                 "colorscale": "Viridis",

@@ -180,8 +180,7 @@ def build_report(
     done = [r for r in rows if r.state == "complete"]
     losses = _losses(done, objectives, directions)
     if len(objectives) > 1:
-        front = [done[i] for i in np.flatnonzero(non_dominated(losses))] if done else []
-        front.sort(key=lambda r: tuple(_loss(r, objectives, directions)))
+        front = _front(done, objectives, directions)
         scale = _reference(objectives, directions, done, reference or {})
         ideal = _ideal(objectives, directions, done)
         normalised = _normalise(losses, objectives, directions, scale, ideal)
@@ -291,6 +290,32 @@ def _loss(row: TrialRow, objectives: Sequence[str], directions: Sequence[str]) -
         row.values[o] if d == "minimize" else -row.values[o]
         for o, d in zip(objectives, directions, strict=True)
     ]
+
+
+def best_trials(study: optuna.Study) -> list[TrialRow]:
+    """A multi-objective study's Pareto front (complete, feasible trials no other dominates,
+    ties all kept), or a single-objective study's five best trials — as the report shows them
+    and ``bstune optimize`` prints them."""
+    objectives = objective_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    done = [
+        r
+        for r in (_row(t, objectives) for t in study.get_trials(deepcopy=False))
+        if r.state == "complete"
+    ]
+    if len(objectives) > 1:
+        return _front(done, objectives, directions)
+    sign = 1.0 if directions[0] == "minimize" else -1.0
+    return sorted(done, key=lambda r: sign * r.values[objectives[0]])[:5]
+
+
+def _front(
+    done: Sequence[TrialRow], objectives: Sequence[str], directions: Sequence[str]
+) -> list[TrialRow]:
+    losses = _losses(done, objectives, directions)
+    front = [done[int(i)] for i in np.flatnonzero(non_dominated(losses))] if done else []
+    front.sort(key=lambda r: tuple(_loss(r, objectives, directions)))
+    return front
 
 
 def _losses(rows: Sequence[TrialRow], objectives: Sequence[str], directions: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -416,7 +441,7 @@ def _constrained(
     objectives: Sequence[str],
     directions: Sequence[str],
 ) -> Recommendation:
-    limits = _describe(constraints)
+    limits = _constraints_text(constraints)
     ok = [r for r in done if not constraints.violations(r)]
     if ok:
 
@@ -448,7 +473,7 @@ def _constrained(
     )
 
 
-def _describe(c: Constraints) -> str:
+def _constraints_text(c: Constraints) -> str:
     parts = []
     if c.max_memory_mb is not None:
         parts.append(f"peak memory <= {c.max_memory_mb:g} MB")

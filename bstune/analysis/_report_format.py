@@ -17,9 +17,8 @@ from bstune._json import dumps
 from bstune.analysis._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
 from bstune.config._objectives import UNITS
 
-__all__ = ["FORMATS", "render", "tables", "text_table", "write_tables"]
+__all__ = ["render", "tables", "text_table", "write_tables"]
 
-FORMATS = ("table", "markdown", "csv", "json")
 Format = Literal["table", "markdown", "csv", "json"]
 
 

@@ -51,15 +51,7 @@ def _print_table(rows: list[dict[str, Any]], units: dict[str, str]) -> None:
     if not rows:
         print("  (no completed trials)")
         return
+    from bstune.analysis._report_format import text_table  # the report's own tables
+
     headers = [k if not units.get(k) else f"{k} ({units[k]})" for k in rows[0]]
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "-" if v is None else str(v)
-
-    table = [[cell(v) for v in r.values()] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-    for r in table:
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    print(text_table(headers, [list(r.values()) for r in rows], markdown=False))

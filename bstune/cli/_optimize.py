@@ -99,8 +99,8 @@ def _worker_settings(cfg: Any, index: int, count: int) -> Any:
 def _print_summary(summary: Any, cfg: Any) -> None:
     import optuna
 
+    from bstune.analysis._report import best_trials
     from bstune.config._objectives import ATTR, UNITS
-    from bstune.tune._study import best_rows
 
     study = summary.study
     counts = {
@@ -117,7 +117,11 @@ def _print_summary(summary: Any, cfg: Any) -> None:
         print(f"  {len(disturbed)} timed while other processes disturbed them (trials "
               f"{', '.join(map(str, disturbed[:10]))}{', ...' * (len(disturbed) > 10)}): their "
               f"times are not this machine's undisturbed ones; see bstune report")  # fmt: skip
-    rows = best_rows(study, cfg.objectives)
+    rows = [
+        {"trial": t.number, "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer,
+         **{o: t.values.get(o) for o in cfg.objectives}}
+        for t in best_trials(study)
+    ]  # fmt: skip
     title = "best trials" if len(cfg.objectives) == 1 else "Pareto front"
     print(f"\n{title} of study {study.study_name!r} ({len(study.trials)} trials stored):")
     _print_table(rows, {o: UNITS[o] for o in cfg.objectives})

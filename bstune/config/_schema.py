@@ -47,7 +47,6 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "grow_batch", "decay_lr")
-DATASETS = ("mnist", "fashion_mnist", "digits", "synthetic")
 BUILTIN_MODELS = ("mlp", "cnn")
 # Where a storage URL may come from besides --storage and the study file, first match wins.
 STORAGE_VARIABLES = ("BSTUNE_STORAGE", "OPTUNA_STORAGE")

@@ -9,9 +9,8 @@ from bstune._json import dumps
 from bstune.analysis._report_format import text_table
 from bstune.probing._probe import ProbeResult, ProbeRow
 
-__all__ = ["PROBE_FORMATS", "render_probe"]
+__all__ = ["render_probe"]
 
-PROBE_FORMATS = ("table", "markdown", "json")
 ProbeFormat = Literal["table", "markdown", "json"]
 HEADERS = ["Batch size", "Step time", "Throughput", "Middle half", "Threads", "Peak memory",
            "Fits"]  # fmt: skip

@@ -103,7 +103,7 @@ class Objective:
         self,
         config: StudyConfig | None = None,
         *,
-        model: ModelFactory | None = None,
+        model: OwnModel | None = None,
         train: DataLike | None = None,
         val: DataLike | None = None,
         test: DataLike | None = None,
@@ -128,7 +128,7 @@ class Objective:
             self.space, self.training = config.search_space, config.training
             self.max_memory_mb = config.budget.max_memory_mb
             self.objectives: list[str] = list(config.objectives)
-            self._model: ModelConfig | ModelFactory = config.model
+            self._model: ModelConfig | OwnModel = config.model
             self._dataset: Dataset | None = None
         else:
             if model is None or train is None or val is None:
@@ -289,11 +289,13 @@ class Objective:
         return set(self.thread_choices)
 
 
-ModelFactory = Callable[..., nn.Module]
-"""``() -> nn.Module``, ``(hparams) -> nn.Module`` or ``(hparams, trial) -> nn.Module``."""
+OwnModel = Callable[..., nn.Module]
+"""Your own model for :class:`Objective`: ``() -> nn.Module``, ``(hparams) -> nn.Module`` or
+``(hparams, trial) -> nn.Module``. (A study file's ``package.module:factory`` is another kind:
+:data:`bstune.training._models.ModelFactory`.)"""
 
 
-def _bound(factory: ModelFactory, trial: optuna.Trial) -> Callable[[Hyperparams], nn.Module]:
+def _bound(factory: OwnModel, trial: optuna.Trial) -> Callable[[Hyperparams], nn.Module]:
     """``factory`` as the engine calls a model: with the trial's hyperparameters only."""
     required = [
         p

@@ -8,7 +8,6 @@ A bstune study is a plain Optuna study: ``optuna.load_study``, optuna-dashboard 
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import warnings
@@ -16,7 +15,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -292,29 +291,3 @@ def save_report_figures(study: optuna.Study) -> None:
     from bstune.analysis._report import build_report
 
     save_to_study(study, build_report(study))
-
-
-def best_rows(study: optuna.Study, objectives: Sequence[str]) -> list[dict[str, Any]]:
-    """The best trials (single objective: the top five; several: the Pareto front), as rows."""
-    if len(objectives) == 1:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        trials = sorted(
-            done, key=lambda t: t.value if t.value is not None else math.nan, reverse=reverse
-        )[:5]
-    else:
-        trials = sorted(study.best_trials, key=lambda t: t.number)
-    rows = []
-    for t in trials:
-        metrics = t.user_attrs.get(f"{ATTR}metrics", {})
-        hp = metrics.get("hparams", {})
-        row: dict[str, Any] = {
-            "trial": t.number,
-            "batch_size": hp.get("batch_size", t.params.get("batch_size")),
-            "lr": metrics.get("effective_lr"),
-            "optimizer": hp.get("optimizer", t.params.get("optimizer")),
-        }
-        for name, value in zip(objectives, t.values or [], strict=False):
-            row[name] = value
-        rows.append(row)
-    return rows
