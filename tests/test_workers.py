@@ -308,13 +308,19 @@ def test_a_killed_worker_is_started_again_for_its_share(write_study, tmp_path: P
     assert retry.params == killed.params and retry.state == TrialState.COMPLETE
 
 
-def test_workers_die_with_a_killed_supervisor(write_study, tmp_path: Path) -> None:
+def _two_workers_training(write_study, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``bstune optimize --n-jobs 2`` with both workers in a long trial: the study file, the
+    storage, the supervisor's process and its workers' ids."""
     study_file = _study_file(write_study, epochs=5000)
-    url = f"sqlite:///{tmp_path}/orphans.db"
+    url = f"sqlite:///{tmp_path}/two.db"
     proc = _start("optimize", study_file, "--storage", url, "--n-jobs", "2", "--n-trials", "2",
                   "--no-progress")  # fmt: skip
     _wait_for_running(study_file, url, count=2)
-    workers = _children(proc.pid)
+    return study_file, url, proc, _children(proc.pid)
+
+
+def test_workers_die_with_a_killed_supervisor(write_study, tmp_path: Path) -> None:
+    study_file, url, proc, workers = _two_workers_training(write_study, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     deadline = time.monotonic() + 60
@@ -326,12 +332,7 @@ def test_workers_die_with_a_killed_supervisor(write_study, tmp_path: Path) -> No
 
 
 def test_a_second_ctrl_c_ends_everything_at_once(write_study, tmp_path: Path) -> None:
-    study_file = _study_file(write_study, epochs=5000)
-    url = f"sqlite:///{tmp_path}/twice.db"
-    proc = _start("optimize", study_file, "--storage", url, "--n-jobs", "2", "--n-trials", "2",
-                  "--no-progress")  # fmt: skip
-    _wait_for_running(study_file, url, count=2)
-    workers = _children(proc.pid)
+    study_file, url, proc, workers = _two_workers_training(write_study, tmp_path)
     for pid in workers:  # a worker busy in cleanup would take its time: make them stop now
         os.kill(pid, signal.SIGSTOP)
     proc.send_signal(signal.SIGINT)
