@@ -143,3 +143,21 @@ def test_one_table_of_objectives_serves_everyone() -> None:
         if spec.projection in ("now", "peak"):
             assert spec.result_field in epoch_fields, spec
         assert DIRECTIONS[spec.name] == spec.direction and UNITS[spec.name] == spec.unit
+
+
+def test_the_cli_holds_no_logic_the_python_api_lacks() -> None:
+    """The commands parse, call the library and print: they touch Optuna only to quiet its
+    logging, never torch, never a private module of another layer but through the layers'
+    modules — what a command does, the Python API can do."""
+    for name, path in MODULES.items():
+        if _layer(name) != "cli":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and ast.unparse(node).startswith("optuna."):
+                assert ast.unparse(node).startswith("optuna.logging"), (
+                    f"{path.name}:{node.lineno} uses {ast.unparse(node)}"
+                )
+        for imported, line in _imports(path):
+            assert not imported.startswith("torch"), f"{path.name}:{line} imports torch"
+            assert imported != "bstune.tune._optuna_private", f"{path.name}:{line}"

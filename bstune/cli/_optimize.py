@@ -18,12 +18,13 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     from bstune.training._models import check_factory
     from bstune.tune._objective import Objective
     from bstune.tune._study import open_study, run_study
+    from bstune.tune._workers import worker_config
 
     cfg = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # bstune prints what matters below
     workers = args.worker[1] if args.worker else args.n_jobs
     if args.worker:
-        cfg = _worker_settings(cfg, *args.worker)
+        cfg = worker_config(cfg, *args.worker)
     check_factory(cfg.model)  # before a study is opened or created
     objective = Objective(cfg)
     check_batch_sizes(cfg, len(objective.dataset.train))
@@ -80,39 +81,17 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _worker_settings(cfg: Any, index: int, count: int) -> Any:
-    """A worker's share of the machine: its CPU threads, and its own CUDA device if several."""
-    import torch
-
-    from bstune.training._threads import set_core_share
-    from bstune.tune._workers import worker_slot
-
-    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    slot = worker_slot(index, count, cfg.training.device, cuda)
-    set_core_share(slot.threads)  # threads: auto chooses within it
-    changes: dict[str, Any] = {"device": slot.device} if slot.device else {}
-    if cfg.training.threads != "auto" and cfg.training.threads > slot.threads:
-        changes["threads"] = slot.threads
-    return cfg.with_training(**changes) if changes else cfg
-
-
 def _print_summary(summary: Any, cfg: Any) -> None:
-    import optuna
-
     from bstune.analysis._report import best_trials
-    from bstune.config._objectives import ATTR, UNITS
+    from bstune.config._objectives import UNITS
 
     study = summary.study
-    counts = {
-        s.name.lower(): summary.count(s) for s in optuna.trial.TrialState if summary.count(s)
-    }
     n = len(summary.trials)
-    print(f"\n{n} trial{'s' * (n != 1)}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print(f"\n{n} trial{'s' * (n != 1)}: "
+          + ", ".join(f"{v} {k}" for k, v in summary.counts.items()))  # fmt: skip
     for number, message in summary.failures:
         print(f"  trial {number} failed: {message}")
-    disturbed = [
-        t.number for t in summary.trials if t.user_attrs.get(f"{ATTR}metrics", {}).get("disturbed")
-    ]
+    disturbed = summary.disturbed
     if disturbed:
         print(f"  {len(disturbed)} timed while other processes disturbed them (trials "
               f"{', '.join(map(str, disturbed[:10]))}{', ...' * (len(disturbed) > 10)}): their "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from bstune.cli._common import _stored_study
 from bstune.cli._exit import EXIT_OK
@@ -44,44 +43,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _name_objectives(study: Any) -> None:
-    """Give the dashboard the objectives' names (axes, columns) if the study lacks them."""
-    import warnings
-
-    import optuna
-
-    from bstune.analysis._report import objective_names
-
-    names = objective_names(study)
-    if study.metric_names is None and len(names) == len(study.directions):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(names)
-
-
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
-
     from bstune.config._secrets import mask_url
-    from bstune.tune._curves import save_learning_curves
-    from bstune.tune._optuna_private import storage_of
-    from bstune.tune._study import is_read_only, save_report_figures
+    from bstune.tune._dashboard import prepare_for_dashboard, serve_dashboard
 
     _, url, study = _stored_study(args)
-    if is_read_only(study):
+    if not prepare_for_dashboard(study):
         print("the study's database cannot be written here: serving it read-only, without "
               "bstune's figures", file=sys.stderr)  # fmt: skip
-    elif study.get_trials(deepcopy=False):
-        _name_objectives(study)
-        save_report_figures(study)
-        if len(study.directions) > 1:
-            save_learning_curves(study)
     print(f"optuna-dashboard on {mask_url(url)}: http://{args.host}:{args.port}/dashboard "
           f"(Ctrl-C stops it)", file=sys.stderr, flush=True)  # fmt: skip
-    try:
-        run_server(storage_of(study), host=args.host, port=args.port)
-    except OSError as e:
-        from bstune.config._errors import ConfigError
-
-        raise ConfigError(f"cannot serve on {args.host}:{args.port} ({e.strerror})") from None
+    serve_dashboard(study, args.host, args.port)
     return EXIT_OK

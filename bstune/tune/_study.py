@@ -181,6 +181,18 @@ class OptimizeSummary:
         return sum(t.state == state for t in self.trials)
 
     @property
+    def counts(self) -> dict[str, int]:
+        """Trials by state (``complete``, ``pruned``, ``fail`` ...), in Optuna's order, the
+        states with none left out."""
+        return {s.name.lower(): self.count(s) for s in TrialState if self.count(s)}
+
+    @property
+    def disturbed(self) -> list[int]:
+        """The trials whose timing other processes disturbed."""
+        metrics = ((t.number, t.user_attrs.get(f"{ATTR}metrics", {})) for t in self.trials)
+        return [number for number, m in metrics if m.get("disturbed")]
+
+    @property
     def failures(self) -> list[tuple[int, str]]:
         return [
             (

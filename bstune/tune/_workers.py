@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 
+from bstune.config._schema import StudyConfig
 from bstune.tune._study import OptimizeSummary, abandon, started_trials, trials_since
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "run_workers",
     "shares",
     "worker_command",
+    "worker_config",
     "worker_slot",
 ]
 
@@ -63,6 +65,23 @@ class WorkerSlot:
     count: int
     device: str | None
     threads: int
+
+
+def worker_config(cfg: StudyConfig, index: int, count: int) -> StudyConfig:
+    """Worker ``index`` of ``count``'s share of the machine, applied to ``cfg``: its CPU cores
+    (``threads: auto`` chooses within them; a fixed count above them is lowered to them) and
+    its own CUDA device when there are several."""
+    import torch
+
+    from bstune.training._threads import set_core_share
+
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    slot = worker_slot(index, count, cfg.training.device, cuda)
+    set_core_share(slot.threads)
+    changes: dict[str, Any] = {"device": slot.device} if slot.device else {}
+    if cfg.training.threads != "auto" and cfg.training.threads > slot.threads:
+        changes["threads"] = slot.threads
+    return cfg.with_training(**changes) if changes else cfg
 
 
 def worker_slot(index: int, count: int, device: str, cuda_devices: int) -> WorkerSlot:
