@@ -194,7 +194,7 @@ def test_report_and_dashboard_read_a_study_on_a_read_only_file_system(
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def test_a_damaged_database_is_one_line(write_study, tmp_path: Path) -> None:
+def test_a_damaged_database_is_one_line(write_study, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     study_file = _study_file(write_study)
     db = tmp_path / "damaged.db"
     url = f"sqlite:///{db}"
@@ -205,14 +205,12 @@ def test_a_damaged_database_is_one_line(write_study, tmp_path: Path) -> None:
         data[page * 4096 : page * 4096 + 4096] = os.urandom(4096)
     db.write_bytes(bytes(data))
     for command in (("report",), ("optimize", "--n-trials", "1")):
-        out = bstune(*command, study_file, "--storage", url)
-        assert out.returncode == 2, (command, out.stderr)
-        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
-        assert "database" in out.stderr
+        code, err = _main(capsys, command[0], study_file, "--storage", url, *command[1:])
+        assert code == 2 and err.count("\n") == 1 and "database" in err, (command, err)
 
 
 def test_a_study_resumed_from_a_changed_file_is_refused_before_any_trial(
-    write_study, tmp_path: Path
+    write_study, tmp_path: Path, capsys
 ) -> None:
     url = f"sqlite:///{tmp_path}/same.db"
     first = _study_file(write_study)
@@ -223,21 +221,21 @@ def test_a_study_resumed_from_a_changed_file_is_refused_before_any_trial(
     data = yaml.safe_load(first.read_text())
     data["search_space"]["batch_size"] = {"low": 32, "high": 256}
     changed = write_study("changed.yaml", text=yaml.safe_dump(data))
-    out = bstune("optimize", changed, "--storage", url, "--n-trials", "1", "--no-progress")
-    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    assert "search_space.batch_size.high: 64 in the study, 256 in the file" in out.stderr
-    assert "new study.name" in out.stderr and "original file" in out.stderr
+    code, err = _main(capsys, "optimize", changed, "--storage", url, "--n-trials", "1")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "search_space.batch_size.high: 64 in the study, 256 in the file" in err
+    assert "new study.name" in err and "original file" in err
     other = write_study("other.yaml", text=yaml.safe_dump({**data, "model": {"name": "cnn"}}))
-    out = bstune("optimize", other, "--storage", url, "--n-trials", "1", "--no-progress")
-    assert out.returncode == 2 and "model.name: mlp in the study, cnn in the file" in out.stderr
+    code, err = _main(capsys, "optimize", other, "--storage", url, "--n-trials", "1")
+    assert code == 2 and "model.name: mlp in the study, cnn in the file" in err
     study = optuna.load_study(study_name=name, storage=url)
     assert len(study.trials) == 1 and study.user_attrs["bstune:study_file"] == stored
     # A study written before identities were stored is checked against its stored file.
     legacy = optuna.create_study(study_name="legacy", storage=url)
     legacy.set_user_attr("bstune:study_file", first.read_text())
-    out = bstune("optimize", changed, "--storage", url, "--study-name", "legacy",
-                 "--n-trials", "1", "--no-progress")  # fmt: skip
-    assert out.returncode == 2 and "batch_size.high" in out.stderr, out.stderr
+    code, err = _main(capsys, "optimize", changed, "--storage", url, "--study-name", "legacy",
+                      "--n-trials", "1")  # fmt: skip
+    assert code == 2 and "batch_size.high" in err, err
 
 
 @pytest.mark.parametrize(

@@ -291,7 +291,7 @@ def test_a_killed_worker_is_started_again_for_its_share(write_study, tmp_path: P
     study_file = _study_file(write_study, epochs=5000)
     url = f"sqlite:///{tmp_path}/restart.db"
     proc = _start("optimize", study_file, "--storage", url, "--n-jobs", "2", "--n-trials", "4",
-                  "--epochs", "40", "--no-progress")  # fmt: skip
+                  "--epochs", "15", "--no-progress")  # fmt: skip
     _wait_for_running(study_file, url, count=2)
     victim = _children(proc.pid)[0]
     os.kill(victim, signal.SIGKILL)
