@@ -35,17 +35,10 @@ if TYPE_CHECKING:
     from bstune.config._schema import SearchSpace, StudyConfig
     from bstune.data._datasets import Dataset, load_dataset
     from bstune.probing._probe import probe
-    from bstune.training._engine import (
-        EpochStats,
-        RunSpec,
-        StepStats,
-        TrainResult,
-        measure_steps,
-        resolve_device,
-        train,
-    )
+    from bstune.training._engine import EpochStats, RunSpec, TrainResult, resolve_device, train
     from bstune.training._measure import Measure
     from bstune.training._optim import Hyperparams
+    from bstune.training._steps import StepStats, measure_steps
     from bstune.tune._objective import Objective
     from bstune.tune._pruning import KeepFront, report_val_loss
     from bstune.tune._space import Sampled, suggest
@@ -77,8 +70,8 @@ _EXPORTS = {
     "RunSpec": "training._engine",
     "TrainResult": "training._engine",
     "EpochStats": "training._engine",
-    "measure_steps": "training._engine",
-    "StepStats": "training._engine",
+    "measure_steps": "training._steps",
+    "StepStats": "training._steps",
     "load_dataset": "data._datasets",
     "Dataset": "data._datasets",
     "resolve_device": "training._engine",

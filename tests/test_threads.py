@@ -18,8 +18,8 @@ import bstune.training._threads as threads_mod
 from bstune import Hyperparams, RunSpec, load_dataset, train
 from bstune.config._loading import load_study
 from bstune.config._schema import DatasetConfig, ModelConfig
-from bstune.training._engine import measure_steps
 from bstune.training._models import build_model
+from bstune.training._steps import measure_steps
 from bstune.training._threads import (
     CpuUse,
     ThreadPolicy,

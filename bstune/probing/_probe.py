@@ -38,10 +38,11 @@ from bstune.config._loading import _Loader, parse_study
 from bstune.config._schema import StudyConfig
 from bstune.data._datasets import Dataset, load_dataset
 from bstune.data._idx import DataFileError
-from bstune.training._engine import RunSpec, StepStats, measure_steps, resolve_device
+from bstune.training._engine import RunSpec, resolve_device
 from bstune.training._measure import is_out_of_memory, release_memory
 from bstune.training._models import ModelError
 from bstune.training._optim import Hyperparams
+from bstune.training._steps import StepStats, measure_steps
 
 __all__ = [
     "ProbeError",

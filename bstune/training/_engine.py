@@ -12,7 +12,6 @@ import contextlib
 import copy
 import math
 import os
-import statistics
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +23,16 @@ from torch.nn import functional as F  # noqa: N812
 from bstune.config._errors import ConfigError
 from bstune.config._schema import ModelConfig, StudyConfig
 from bstune.data._datasets import Dataset, Split, StreamSplit
-from bstune.training._measure import MB, Stopwatch, step_memory
+from bstune.training._measure import MB, Stopwatch
 from bstune.training._models import build_model
-from bstune.training._noise import NoiseScale, squared_grad_norm
-from bstune.training._optim import Hyperparams, make_optimizer, schedule_at, warmup_factor
+from bstune.training._optim import Hyperparams, schedule_at
+from bstune.training._stepper import (
+    _autocast_dtype,
+    _measured_step,
+    _Stepper,
+    _steps_per_epoch,
+    warmup_steps,
+)
 from bstune.training._threads import (
     CpuReading,
     CpuUse,
@@ -41,9 +46,7 @@ from bstune.training._threads import (
 __all__ = [
     "EpochStats",
     "RunSpec",
-    "StepStats",
     "TrainResult",
-    "measure_steps",
     "resolve_device",
     "train",
 ]
@@ -360,135 +363,6 @@ def _calibrator(
     return run
 
 
-def warmup_steps(hp: Hyperparams, n: int, drop_last: bool = False) -> int:
-    """The optimisation steps ``hp.warmup_epochs`` epochs of ``n`` examples take, each epoch at
-    the batch size ``hp.batch_schedule`` gives it: under a growing batch the warm-up ends where
-    configured, not later (epochs are shorter once the batch has grown).
-
-    >>> hp = Hyperparams(batch_size=64, warmup_epochs=2, batch_schedule="grow_batch",
-    ...                  grow_every_epochs=1, schedule_factor=2, max_batch_size=256)
-    >>> warmup_steps(hp, 6400)  # 100 steps at 64, then 50 at 128
-    150
-    """
-    whole = int(hp.warmup_epochs)
-    steps: float = sum(_steps_per_epoch(n, schedule_at(hp, e)[0], drop_last) for e in range(whole))
-    part = hp.warmup_epochs - whole
-    if part > 0:
-        steps += part * _steps_per_epoch(n, schedule_at(hp, whole)[0], drop_last)
-    return round(steps)
-
-
-def _steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
-    return n // batch_size if drop_last else math.ceil(n / batch_size)
-
-
-class _Stepper:
-    """One optimisation step at a time: warm-up and schedule, autocast, (scaled) backward,
-    update; every ``noise_every``-th step in two halves, for the gradient noise scale.
-
-    The rate of step ``count`` is ``hp.lr × lr_scale × warmup_factor(count)``; the training
-    loop sets ``lr_scale`` (a batch schedule's factor) before each epoch.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        hp: Hyperparams,
-        amp_dtype: torch.dtype | None,
-        device: torch.device,
-        warmup_steps: int,
-        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        noise_every: int = 0,
-    ) -> None:
-        self.model, self.hp, self.warmup_steps = model, hp, warmup_steps
-        smoothing = hp.label_smoothing
-        self.loss = loss or (lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing))
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = make_optimizer(model.parameters(), hp)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        self.autocast = _autocast(device, amp_dtype)
-        self.count = 0
-        self.noise_every, self.noise = noise_every, NoiseScale()
-        # On CUDA, the allocator's peak before each split step (whose two gradients at once
-        # are the noise estimate's, not the training's): the engine's peak is the larger of
-        # this and the allocator's peak since the last split step.
-        self.cuda_peak = 0
-        self._lr_scale = 1.0
-
-    @property
-    def lr(self) -> float:
-        return float(self.opt.param_groups[0]["lr"])
-
-    @property
-    def lr_scale(self) -> float:
-        return self._lr_scale
-
-    @lr_scale.setter
-    def lr_scale(self, scale: float) -> None:
-        if scale != self._lr_scale:
-            self._lr_scale = scale
-            self._set_lr()
-
-    def _set_lr(self) -> None:
-        lr = self.hp.lr * self._lr_scale * warmup_factor(self.count, self.warmup_steps)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, split: bool = True) -> torch.Tensor:
-        """One step on ``xb, yb``; ``split=False`` never splits it (a step measured for
-        memory must be an ordinary one)."""
-        if self.count <= self.warmup_steps:  # the rate of the step after warm-up too
-            self._set_lr()
-        every = self.noise_every
-        if split and every and (self.count + 1) % every == 0 and len(yb) >= 2:
-            loss = self._split_step(xb, yb)
-        else:
-            with self.autocast:  # the outputs are not kept: backward frees them as it goes
-                loss = self.loss(self.model(xb), yb)
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.count += 1
-        return loss.detach()
-
-    def _split_step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """Backward in two halves: |g|² of the first half's mean gradient, then of the whole
-        batch's, for the noise scale. The gradient that updates is the whole batch's, as in an
-        ordinary step (a model with batch norm sees two half-batches' statistics)."""
-        b = len(yb)
-        h = b // 2
-        cuda = xb.device.type == "cuda"
-        if cuda:  # this step holds two gradients at once: kept out of the measured peak
-            self.cuda_peak = max(self.cuda_peak, torch.cuda.max_memory_allocated(xb.device))
-        self.opt.zero_grad(set_to_none=True)
-        with self.autocast:
-            first = self.loss(self.model(xb[:h]), yb[:h])
-        self.scaler.scale(first * (h / b)).backward()
-        halves = [p.grad for p in self.params]  # the first half's, set aside (no copy)
-        for p in self.params:
-            p.grad = None
-        first_sq = squared_grad_norm(self.params, halves) * (b / h) ** 2
-        with self.autocast:
-            second = self.loss(self.model(xb[h:]), yb[h:])
-        self.scaler.scale(second * ((b - h) / b)).backward()
-        second_sq = squared_grad_norm(self.params) * (b / (b - h)) ** 2
-        for p, g in zip(self.params, halves, strict=True):  # the whole batch's gradient
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad.add_(g)
-        big = squared_grad_norm(self.params)
-        loss = (first.detach() * h + second.detach() * (b - h)) / b
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(xb.device)
-        if self.scaler.is_enabled():  # fp16: gradients are scaled, and may have overflowed
-            unscale = self.scaler.get_scale() ** -2
-            first_sq, second_sq, big = first_sq * unscale, second_sq * unscale, big * unscale
-            if not bool(torch.isfinite(torch.stack([first_sq, second_sq, big])).all()):
-                return loss
-        self.noise.update_halves(first_sq, h, second_sq, b - h, big)
-        return loss
-
-
 @dataclass(frozen=True)
 class _EpochOutcome:
     loss_sum: float
@@ -553,150 +427,6 @@ def _train_epoch(
     return _EpochOutcome(loss_sum.item(), samples, steps, live_peak, None)
 
 
-def _measured_step(
-    stepper: _Stepper, xb: torch.Tensor, yb: torch.Tensor
-) -> tuple[torch.Tensor, int]:
-    """One step on ``xb, yb`` under :class:`LiveTensorMemory`: its loss, and the peak bytes it
-    needed (what lives between steps — parameters, gradients, optimizer state — the batch, and
-    what the step creates)."""
-    with step_memory(stepper.model, stepper.opt) as mem:
-        mem.hold([xb, yb])
-        loss = stepper(xb, yb, split=False)
-    return loss, mem.peak
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """What :func:`measure_steps` measured at one batch size. ``step_time_s`` is the median wall
-    time of the timed steps (each waits for the device); ``samples_per_s`` is the batch size
-    over it; ``peak_memory_mb`` is measured as :class:`TrainResult`'s is."""
-
-    batch_size: int
-    steps: int
-    step_time_s: float
-    samples_per_s: float
-    peak_memory_mb: float
-    memory_method: str
-    device: str
-    samples_per_s_iqr: tuple[float, float] = (math.nan, math.nan)
-    """Throughput at the slower and the faster quartile of the timed steps' times."""
-    threads: int = 0
-    disturbed: str | None = None
-    """Why the timed steps' times are not what this machine gives undisturbed, or None."""
-
-
-def measure_steps(spec: RunSpec, steps: int = 5, min_time_s: float = 0.2) -> StepStats:
-    """A few training steps of ``spec`` at its batch size: their time and peak memory.
-
-    Each step trains on a fresh random batch of the training split. One warm-up step runs first
-    (it creates the optimizer state, and on CUDA lets cuDNN pick its kernels); elsewhere than
-    CUDA one more step runs under :class:`LiveTensorMemory`, as in :func:`train`. Then the
-    thread count is chosen (see :mod:`bstune.training._threads`) and at least ``steps`` steps are
-    timed one by one, for at least ``min_time_s`` in all (so that the machine's load over them can
-    be read, and the spread is not that of a handful of microsecond steps). On CUDA the peak is
-    the allocator's over all of them (with the data set on the device, as in :func:`train`).
-    An out-of-memory error is the allocator's own, raised to the caller.
-
-    Raises:
-        ConfigError: the batch size exceeds the training split, or the device or precision
-            cannot be used here.
-    """
-    hp, n, train_split = spec.hparams, len(spec.dataset.train), spec.dataset.train
-    if hp.batch_size > n:
-        raise ConfigError(
-            f"batch_size {hp.batch_size} is larger than the training split ({n} examples)"
-        )
-    if isinstance(train_split, StreamSplit):
-        raise ConfigError("measure_steps needs a data set held as tensors, not a stream")
-    _check_threads(spec)
-    device = resolve_device(spec.device)
-    amp_dtype = _autocast_dtype(spec.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(spec.seed)
-    draws = torch.Generator().manual_seed(spec.seed)
-    data = spec.dataset.to(device)
-    train = data.train
-    assert isinstance(train, Split)  # a stream was refused above
-    stepper = _Stepper(_build(spec, data).to(device), hp, amp_dtype, device, 0, spec.loss)
-    stepper.model.train()
-
-    b = hp.batch_size
-    # as in an epoch: one shuffled index tensor on the device, a slice of it per step
-    perms = [torch.randperm(n, generator=draws) for _ in range(math.ceil((steps + 2) * b / n))]
-    order = torch.cat(perms).to(device)
-
-    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        i %= len(order) // b  # past the drawn batches (a long timing): round again
-        idx = order[i * b : (i + 1) * b]
-        return train.x.index_select(0, idx), train.y.index_select(0, idx)
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    stepper(*batch(0))
-    peak = 0  # on CUDA: the allocator's, read after the timed steps
-    if device.type != "cuda":
-        peak = _measured_step(stepper, *batch(1))[1]
-    cpu = device.type == "cpu"
-    before = torch.get_num_threads()
-    n_params = sum(p.numel() for p in stepper.model.parameters())
-    with sole_run() as alone:
-        policy = ThreadPolicy(spec.threads if cpu and alone else before, torch.set_num_threads,
-                              spec.thread_choices, n_params)  # fmt: skip
-        return _timed_steps(stepper, batch, policy, device, steps, min_time_s, peak, before)
-
-
-def _timed_steps(
-    stepper: _Stepper,
-    batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-    policy: ThreadPolicy,
-    device: torch.device,
-    steps: int,
-    min_time_s: float,
-    peak: int,
-    before: int,
-) -> StepStats:
-    """``measure_steps``' timing: choose the threads, then time the steps."""
-    b = stepper.hp.batch_size
-    try:
-        # the probe's model is its own: calibrate on it (its state changes nothing measured)
-        def calibrator(counts: Sequence[int]) -> int:
-            step = lambda: stepper(*batch(2))  # noqa: E731
-            return calibrate(step, counts, torch.set_num_threads, budget_s=(0.2, 0.2))
-
-        policy.choose(b, calibrator)
-        clock = Stopwatch(device)
-        times: list[float] = []
-        reading = CpuReading.now()
-        begun = clock.now()
-        while len(times) < steps or clock.now() - begun < min_time_s:
-            start = clock.now()
-            stepper(*batch(len(times) + 2))
-            times.append(clock.now() - start)
-        use = CpuUse.between(reading, CpuReading.now())
-        threads = policy.main_count()
-    finally:
-        torch.set_num_threads(before)
-    cpu = device.type == "cpu"
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    step_time = statistics.median(times)
-    q1, q3 = _quartiles(times)
-    return StepStats(
-        b, len(times), step_time, b / step_time, peak / MB,
-        "cuda_max_allocated" if device.type == "cuda" else "live_tensors", _device_name(device),
-        (b / q3, b / q1), threads, disturbance(use, threads, policy.cap, policy.cores, cpu),
-    )  # fmt: skip
-
-
-def _quartiles(xs: Sequence[float]) -> tuple[float, float]:
-    """The first and third quartiles of ``xs`` (linear interpolation, as NumPy's default)."""
-    if len(xs) == 1:
-        return xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[2]
-
-
 @torch.inference_mode()
 def _evaluate(
     model: nn.Module,
@@ -736,26 +466,6 @@ def _build(spec: RunSpec, data: Dataset) -> nn.Module:
     if isinstance(spec.model, ModelConfig):
         return build_model(spec.model, data.input_shape, data.num_classes, spec.hparams.dropout)
     return spec.model(spec.hparams)
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
-    if precision == "fp32":
-        return None
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            f"precision fp16 needs a CUDA device, got {device.type}; use bf16 or fp32"
-        )
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _device_name(device: torch.device) -> str:
