@@ -7,7 +7,7 @@ from bstune._lazy import lazy_exports
 
 _EXPORTS = {
     "Constraints": "_report",
-    "best_trials": "_report",
+    "best_trials": "_rows",
     "NoiseReport": "_science",
     "Report": "_report",
     "build_report": "_report",

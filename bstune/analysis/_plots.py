@@ -19,7 +19,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from bstune.analysis._report import Report, TrialRow
+from bstune.analysis._report import Report
+from bstune.analysis._rows import TrialRow
 
 __all__ = ["FIGURE_IDS", "plotly_figures", "save_to_study", "write_plots"]
 

@@ -40,44 +40,26 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
-from bstune.analysis._pareto import hypervolume, knee, non_dominated
+from bstune.analysis._hypervolume import _hv_history, _ideal, _normalise, _reference
+from bstune.analysis._pareto import hypervolume, knee
+from bstune.analysis._rows import (
+    TrialRow,
+    _front,
+    _losses,
+    _row,
+    objective_names,
+)
 from bstune.analysis._science import NoiseReport, Throughput, noise_report
-from bstune.config._objectives import ATTR, OBJECTIVES, UNITS
+from bstune.config._objectives import UNITS
 
 __all__ = [
     "BatchSizeRow",
     "Constraints",
     "Recommendation",
     "Report",
-    "TrialRow",
     "build_report",
-    "objective_names",
 ]
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """One trial as the report shows it."""
-
-    number: int
-    state: str  # complete, pruned, fail, running, waiting, infeasible
-    batch_size: int | None
-    lr: float | None  # the rate that trained (after any scaling rule)
-    optimizer: str | None
-    weight_decay: float | None
-    dropout: float | None
-    values: dict[str, float]  # the study's objectives
-    val_accuracy: float | None
-    train_time_s: float | None
-    peak_memory_mb: float | None
-    curve: list[float] = field(default_factory=list)  # validation loss per epoch
-    noise_scale: float | None = None  # B_simple at the end of training
-    samples_per_s: float | None = None  # measured training throughput
-    epoch_throughput: list[float] = field(default_factory=list)  # samples/s of each epoch
-    threads: int | None = None  # CPU threads it trained with
-    disturbed: str | None = None  # why its timing is not the machine's undisturbed one
 
 
 @dataclass(frozen=True)
@@ -227,198 +209,6 @@ def _timing_warnings(front: Sequence[TrialRow], objectives: Sequence[str]) -> li
         for r in front
         if r.disturbed
     ]
-
-
-def objective_names(study: optuna.Study) -> list[str]:
-    """The study's objective names: bstune's record, else Optuna's metric names, else numbered."""
-    stored = study.user_attrs.get(f"{ATTR}objectives")
-    if stored:
-        return list(stored)
-    names = study.metric_names
-    if names:
-        return list(names)
-    return [f"objective_{i}" for i in range(len(study.directions))]
-
-
-def feasible(trial: FrozenTrial) -> bool:
-    """Optuna's feasibility: every constraint value is <= 0 (or there are none)."""
-    return all(c <= 0 for c in trial.constraints.values())
-
-
-def _row(t: FrozenTrial, objectives: Sequence[str]) -> TrialRow:
-    metrics = t.user_attrs.get(f"{ATTR}metrics", {})
-    hp = metrics.get("hparams", {})
-    state = t.state.name.lower()
-    if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not feasible(t):
-        state = "infeasible"  # over the memory budget, out of memory, or a user's constraint
-    values = dict(zip(objectives, t.values, strict=True)) if t.values is not None else {}
-
-    def pick(metric: str, objective: str) -> float | None:
-        v = metrics.get(metric, values.get(objective))
-        return None if v is None else float(v)
-
-    batch = hp.get("batch_size", t.params.get("batch_size"))
-    return TrialRow(
-        number=t.number,
-        state=state,
-        batch_size=None if batch is None else int(batch),
-        lr=metrics.get("effective_lr", t.params.get("lr")),
-        optimizer=hp.get("optimizer", t.params.get("optimizer")),
-        weight_decay=hp.get("weight_decay", t.params.get("weight_decay")),
-        dropout=hp.get("dropout", t.params.get("dropout")),
-        values=values,
-        val_accuracy=pick("val_accuracy", "val_accuracy"),
-        train_time_s=pick("train_time_s", "train_time"),
-        peak_memory_mb=pick("peak_memory_mb", "peak_memory"),
-        curve=list(metrics.get("curves", {}).get("val_loss", [])),
-        noise_scale=_number(metrics.get("noise_scale")),
-        samples_per_s=_number(metrics.get("samples_per_s")),
-        epoch_throughput=[
-            v for v in metrics.get("curves", {}).get("samples_per_s", []) if _number(v)
-        ],
-        threads=metrics.get("cpu_threads"),
-        disturbed=metrics.get("disturbed"),
-    )
-
-
-def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
-def _loss(row: TrialRow, objectives: Sequence[str], directions: Sequence[str]) -> list[float]:
-    return [
-        row.values[o] if d == "minimize" else -row.values[o]
-        for o, d in zip(objectives, directions, strict=True)
-    ]
-
-
-def best_trials(study: optuna.Study) -> list[TrialRow]:
-    """A multi-objective study's Pareto front (complete, feasible trials no other dominates,
-    ties all kept), or a single-objective study's five best trials — as the report shows them
-    and ``bstune optimize`` prints them."""
-    objectives = objective_names(study)
-    directions = [d.name.lower() for d in study.directions]
-    done = [
-        r
-        for r in (_row(t, objectives) for t in study.get_trials(deepcopy=False))
-        if r.state == "complete"
-    ]
-    if len(objectives) > 1:
-        return _front(done, objectives, directions)
-    sign = 1.0 if directions[0] == "minimize" else -1.0
-    return sorted(done, key=lambda r: sign * r.values[objectives[0]])[:5]
-
-
-def _front(
-    done: Sequence[TrialRow], objectives: Sequence[str], directions: Sequence[str]
-) -> list[TrialRow]:
-    losses = _losses(done, objectives, directions)
-    front = [done[int(i)] for i in np.flatnonzero(non_dominated(losses))] if done else []
-    front.sort(key=lambda r: tuple(_loss(r, objectives, directions)))
-    return front
-
-
-def _losses(rows: Sequence[TrialRow], objectives: Sequence[str], directions: Sequence[str]):  # type: ignore[no-untyped-def]
-    return np.array([_loss(r, objectives, directions) for r in rows], dtype=float).reshape(
-        len(rows), len(objectives)
-    )
-
-
-def _reference(
-    objectives: Sequence[str],
-    directions: Sequence[str],
-    done: Sequence[TrialRow],
-    given: Mapping[str, float],
-) -> dict[str, float]:
-    """Per objective, the value that maps to 1 — or for a maximised rate, to 0."""
-    out = {}
-    for o, d in zip(objectives, directions, strict=True):
-        seen = [r.values[o] for r in done if math.isfinite(r.values[o])]
-        spec = OBJECTIVES.get(o)
-        if o in given:
-            out[o] = float(given[o])
-        elif spec is not None and spec.scale == "accuracy":
-            out[o] = 0.0
-        elif spec is not None:
-            out[o] = 1.1 * max(map(abs, seen)) if seen else 1.0
-        elif seen:  # unknown: the worst value, a tenth of the span further
-            best, worst = (min(seen), max(seen)) if d == "minimize" else (max(seen), min(seen))
-            span = abs(worst - best) or abs(best) or 1.0
-            out[o] = worst + 0.1 * span * (1.0 if d == "minimize" else -1.0)
-        else:
-            out[o] = 1.0
-    return out
-
-
-def _ideal(
-    objectives: Sequence[str], directions: Sequence[str], done: Sequence[TrialRow]
-) -> dict[str, float]:
-    """For objectives bstune does not know, the best value seen (mapped to 0)."""
-    out = {}
-    for o, d in zip(objectives, directions, strict=True):
-        seen = [r.values[o] for r in done if math.isfinite(r.values[o])]
-        if o not in OBJECTIVES and seen:
-            out[o] = min(seen) if d == "minimize" else max(seen)
-    return out
-
-
-def _normalise(
-    losses: np.ndarray,
-    objectives: Sequence[str],
-    directions: Sequence[str],
-    scale: Mapping[str, float],
-    ideal: Mapping[str, float],
-) -> np.ndarray:
-    """Losses (maximised objectives negated) mapped to [0, 1] as the module docstring says."""
-    out = np.empty_like(losses)
-    for j, o in enumerate(objectives):
-        col, ref = losses[:, j], scale[o]
-        spec = OBJECTIVES.get(o)
-        if spec is not None and spec.scale == "accuracy":  # -acc → 1 - acc
-            out[:, j] = (1.0 + col) / (1.0 - ref) if ref < 1 else 1.0 + col
-        elif spec is None:  # best → 0, reference → 1, in loss terms
-            sign = 1.0 if directions[j] == "minimize" else -1.0
-            zero, one = sign * ideal.get(o, ref), sign * ref
-            out[:, j] = (col - zero) / (one - zero) if one > zero else np.where(col > one, 1, 0)
-        elif spec.scale == "rate":  # -rate → 1 - rate / ref
-            out[:, j] = 1.0 + col / ref if ref > 0 else 1.0
-        else:
-            out[:, j] = col / ref if ref > 0 else col
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def _hv_history(
-    rows: Sequence[TrialRow],
-    objectives: Sequence[str],
-    directions: Sequence[str],
-    scale: Mapping[str, float],
-    ideal: Mapping[str, float],
-    points: int,
-) -> list[tuple[int, float]]:
-    """Hypervolume of the front of the first k trials, at up to ``points`` values of k."""
-    n = len(rows)
-    if n == 0:
-        return []
-    m = min(points, n)
-    marks = sorted({max(1, round(n * (i + 1) / m)) for i in range(m)})
-    out = []
-    front = np.empty((0, len(objectives)))
-    hv, changed, k = 0.0, False, 0
-    for mark in marks:
-        for r in rows[k:mark]:
-            if r.state != "complete":
-                continue
-            loss = np.array([_loss(r, objectives, directions)])
-            p = _normalise(loss, objectives, directions, scale, ideal)
-            if not np.any(np.all(front <= p, axis=1)):  # not weakly dominated: the front grows
-                front = np.vstack([front[~np.all(p <= front, axis=1)], p])
-                changed = True
-        k = mark
-        if changed:
-            hv, changed = hypervolume(front, np.ones(len(objectives))), False
-        out.append((mark, hv))
-    return out
 
 
 def _knee(

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bstune._json import dumps
-from bstune.analysis._report import BatchSizeRow, Recommendation, Report, TrialRow, _jsonable
+from bstune.analysis._report import BatchSizeRow, Recommendation, Report, _jsonable
+from bstune.analysis._rows import TrialRow
 from bstune.config._objectives import UNITS
 
 __all__ = ["render", "tables", "text_table", "write_tables"]

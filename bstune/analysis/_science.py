@@ -23,7 +23,7 @@ from bstune.analysis._tradeoff import critical_tradeoff, statistical_efficiency
 from bstune.config._errors import ConfigError
 
 if TYPE_CHECKING:
-    from bstune.analysis._report import TrialRow
+    from bstune.analysis._rows import TrialRow
 
 __all__ = [
     "BatchSizeAdvice",

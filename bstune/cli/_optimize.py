@@ -82,7 +82,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: Any, cfg: Any) -> None:
-    from bstune.analysis._report import best_trials
+    from bstune.analysis._rows import best_trials
     from bstune.config._objectives import UNITS
 
     study = summary.study

@@ -8,7 +8,7 @@ import warnings
 
 import optuna
 
-from bstune.analysis._report import objective_names
+from bstune.analysis._rows import objective_names
 from bstune.config._errors import ConfigError
 from bstune.tune._curves import save_learning_curves
 from bstune.tune._optuna_private import storage_of
