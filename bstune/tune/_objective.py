@@ -43,29 +43,24 @@ import optuna
 import torch
 from torch import nn
 
-from bstune._json import json_safe
 from bstune.config._errors import ConfigError, validated
 from bstune.config._loading import load_study
-from bstune.config._objectives import ATTR, DIRECTIONS, OBJECTIVES
+from bstune.config._objectives import ATTR, DIRECTIONS
 from bstune.config._schema import ModelConfig, SearchSpaceConfig, StudyConfig, TrainingConfig
 from bstune.data._datasets import Dataset, load_dataset
 from bstune.data._user_data import DataLike, as_dataset
-from bstune.training._engine import EpochStats, RunSpec, TrainResult, train
+from bstune.training._engine import EpochStats, RunSpec, train
 from bstune.training._measure import is_out_of_memory, release_memory
 from bstune.training._optim import Hyperparams
 from bstune.training._threads import merge_choices
 from bstune.tune._pruning import report_val_loss
 from bstune.tune._signals import Interrupted
 from bstune.tune._space import suggest
+from bstune.tune._trial_record import _projected, _record, objective_values
 
-__all__ = ["THREADS_ATTR", "Objective", "objective_values"]
+__all__ = ["THREADS_ATTR", "Objective"]
 
 THREADS_ATTR = f"{ATTR}threads"  # the study's thread calibrations (see bstune.training._threads)
-
-def objective_values(result: TrainResult, objectives: Sequence[str]) -> list[float]:
-    """The study's objectives, in order, from a run's result (fields named in the objectives'
-    table, :data:`bstune.config._objectives.OBJECTIVES`)."""
-    return [float(getattr(result, OBJECTIVES[name].result_field)) for name in objectives]
 
 
 class Objective:
@@ -336,66 +331,4 @@ class _OverBudgetError(Exception):
         super().__init__(f"peak memory {peak_mb:.4g} MB")
         self.peak_mb = peak_mb
 
-
-def _record(
-    trial: optuna.Trial,
-    hparams: dict[str, Any],
-    curves: Sequence[EpochStats],
-    by_step: dict[int, float],
-    kept: list[int],
-    result: TrainResult | None,
-    stopped: str | None,
-) -> None:
-    if result is not None:
-        metrics = {k: v for k, v in result.to_dict().items() if k not in ("curves", "diverged")}
-    else:  # stopped by the pruner: what the epochs so far measured
-        metrics = {
-            "train_time_s": sum(e.train_time_s for e in curves),
-            "val_accuracy": curves[-1].val_accuracy if curves else None,
-            "val_loss": curves[-1].val_loss if curves else None,
-            "peak_memory_mb": curves[-1].peak_memory_mb if curves else None,
-            "noise_scale": curves[-1].noise_scale if curves else None,
-            "epochs": len(curves),
-        }
-    metrics["effective_lr"] = hparams["lr"]
-    metrics["cpu_threads"] = result.threads if result else (curves[-1].threads if curves else None)
-    metrics["hparams"] = hparams
-    metrics["curves"] = {
-        "train_loss": [e.train_loss for e in curves],
-        "val_loss": [e.val_loss for e in curves],
-        "val_accuracy": [e.val_accuracy for e in curves],
-        "epoch_time_s": [e.train_time_s for e in curves],
-        "samples_per_s": [e.samples_per_s for e in curves],
-        "lr": [e.lr for e in curves],
-        "batch_size": [e.batch_size for e in curves],
-        "noise_scale": [e.noise_scale for e in curves],
-        "threads": [e.threads for e in curves],
-    }
-    metrics["val_loss_by_step"] = {str(k): v for k, v in by_step.items()}
-    if kept:
-        metrics["kept_on_front"] = kept
-    if stopped:
-        metrics["stopped"] = stopped
-    trial.set_user_attr(f"{ATTR}metrics", json_safe(metrics))
-
-
-def _projected(
-    curves: Sequence[EpochStats], epochs: int, objectives: Sequence[str]
-) -> list[float]:
-    """The objective values a trial would end with, from its first epochs: accuracy and loss as
-    they are now, training time extrapolated to ``epochs``, peak memory and throughput so far."""
-    done = sum(e.train_time_s for e in curves)
-    rate = sum(e.samples for e in curves) / done if done > 0 else 0.0
-    out = []
-    for name in objectives:
-        spec = OBJECTIVES[name]
-        if spec.projection == "now":  # an epoch's record holds it under the result's name
-            out.append(float(getattr(curves[-1], spec.result_field)))
-        elif spec.projection == "extrapolate":
-            out.append(done * epochs / len(curves))
-        elif spec.projection == "peak":
-            out.append(max(float(getattr(e, spec.result_field)) for e in curves))
-        else:
-            out.append(rate)
-    return out
 
