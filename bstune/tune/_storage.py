@@ -29,7 +29,7 @@ from bstune.config._errors import ConfigError
 from bstune.config._schema import StudySection
 from bstune.config._secrets import mask_url, scrub
 
-__all__ = ["checkpoint_sqlite", "open_storage"]
+__all__ = ["checkpoint_sqlite", "open_storage", "refuse_memory"]
 
 
 def open_storage(
@@ -56,7 +56,7 @@ def open_storage(
             return optuna.storages.JournalStorage(JournalFileBackend(path))
         except OSError as e:
             raise ConfigError(f"storage {url}: cannot open the journal file ({e})") from None
-    _refuse_memory(url)
+    refuse_memory(url)
     rdb_url = _read_only_url(url) if read_only and url.startswith("sqlite") else url
     try:
         storage = _open_rdb(rdb_url, _heartbeat_args(liveness))
@@ -75,7 +75,7 @@ def open_storage(
     return storage
 
 
-def _refuse_memory(url: str) -> None:
+def refuse_memory(url: str) -> None:
     """An in-memory SQLite database ends with the process that made it: useless to a command,
     and Optuna's error for it (StorageInternalError) says nothing of the kind."""
     from sqlalchemy.engine import make_url

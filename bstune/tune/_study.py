@@ -30,7 +30,7 @@ from bstune.tune._curves import CurvesRefresher
 from bstune.tune._factories import make_pruner, make_sampler
 from bstune.tune._identity import IDENTITY_ATTR, check_identity, identity
 from bstune.tune._signals import interruptible
-from bstune.tune._storage import _refuse_memory, checkpoint_sqlite, open_storage
+from bstune.tune._storage import checkpoint_sqlite, open_storage, refuse_memory
 
 if TYPE_CHECKING:
     from bstune.tune._objective import Objective
@@ -132,7 +132,7 @@ def load_existing_study(url: str, name: str, read_only: bool | None = None) -> o
     """
     from sqlalchemy.engine import make_url
 
-    _refuse_memory(url)
+    refuse_memory(url)
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and not Path(database).is_file():
@@ -285,9 +285,10 @@ def abandon(study: optuna.Study, trials: Sequence[FrozenTrial], reason: str) -> 
     numbers."""
     from bstune.tune._optuna_private import fail_running_trial
 
+    stored = study.get_trials(deepcopy=False)  # one read: numbers index a study's trials
     lost = []
     for t in trials:
-        current = study.get_trials(deepcopy=False)[t.number]
+        current = stored[t.number]
         if current.state != TrialState.RUNNING:
             continue
         fail_running_trial(study, current, reason)
