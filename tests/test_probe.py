@@ -15,7 +15,8 @@ from test_cli import bstune
 
 from bstune import Hyperparams, RunSpec, load_dataset, load_study, parse_study, train
 from bstune.config._errors import ConfigError
-from bstune.probing._probe import ProbeError, _search, probe, probe_hparams, write_narrowed
+from bstune.probing._narrow import write_narrowed
+from bstune.probing._probe import ProbeError, _search, probe, probe_hparams
 from bstune.training._models import ModelError
 
 

@@ -207,7 +207,10 @@ def test_disturbed_timing(use: CpuUse, threads: int, expected: str | None) -> No
     assert why is None if expected is None else (why is not None and expected in why)
 
 
-def test_disturbed_steps_of_the_probe_are_measured_again(digits, load, two_cores) -> None:
+def test_disturbed_steps_of_the_probe_are_measured_again(
+    digits, load, two_cores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bstune.probing._isolate as isolate_mod
     from bstune.probing._probe import probe
 
     cfg = load_study_digits()
@@ -222,13 +225,8 @@ def test_disturbed_steps_of_the_probe_are_measured_again(digits, load, two_cores
         load(lambda t: 1.0 if len(calls) == 1 else 0.0)
         return real(spec, steps)
 
-    import bstune.probing._probe as probe_mod
-
-    probe_mod.measure_steps = once_busy  # type: ignore[assignment]
-    try:
-        calm = probe(cfg, [32], steps=3, isolate=False, dataset=digits)
-    finally:
-        probe_mod.measure_steps = real  # type: ignore[assignment]
+    monkeypatch.setattr(isolate_mod, "measure_steps", once_busy)
+    calm = probe(cfg, [32], steps=3, isolate=False, dataset=digits)
     assert calls == [32, 32] and calm.rows[0].disturbed is None
 
 

@@ -10,13 +10,8 @@ from bstune.cli._exit import EXIT_OK, EXIT_STOPPED
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from bstune.probing._probe import (
-        ProbeError,
-        ProbeRow,
-        check_narrowed_path,
-        probe,
-        write_narrowed,
-    )
+    from bstune.probing._narrow import check_narrowed_path, write_narrowed
+    from bstune.probing._probe import ProbeError, ProbeRow, probe
     from bstune.probing._probe_format import render_probe
 
     cfg = _load(args)

@@ -9,7 +9,7 @@ _EXPORTS = {
     "ProbeResult": "_probe",
     "ProbeRow": "_probe",
     "probe": "_probe",
-    "write_narrowed": "_probe",
+    "write_narrowed": "_narrow",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,48 +10,30 @@ batch-size finder does: doubling from the smallest until one does not fit, then 
 between the last that fitted and the first that did not. Memory grows with batch size, so a
 list of batch sizes is probed in increasing order and stops at the first that does not fit.
 
-On the CPU, running out of memory on Linux usually means the kernel kills the process rather
-than the allocator raising an error; so there each batch size runs in a child process (started
-from a fork server that has imported torch once), and a child killed by a signal is a batch size
-that did not fit. On CUDA and MPS the allocator raises, the probe releases the memory and goes
-on in its own process.
+How one batch size is measured so that running out of memory is an answer (a child process on
+the CPU) is :mod:`bstune.probing._isolate`'s job; the narrowed study file is
+:mod:`bstune.probing._narrow`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
-import signal
-import sys
-import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 from bstune.config._errors import ConfigError
-from bstune.config._loading import _Loader, parse_study
 from bstune.config._schema import StudyConfig
 from bstune.data._datasets import Dataset, load_dataset
-from bstune.data._idx import DataFileError
+from bstune.probing._isolate import measure_batch
 from bstune.training._engine import RunSpec, resolve_device
-from bstune.training._measure import is_out_of_memory, release_memory
-from bstune.training._models import ModelError
 from bstune.training._optim import Hyperparams
-from bstune.training._steps import StepStats, measure_steps
+from bstune.training._steps import StepStats
 
 __all__ = [
     "ProbeError",
     "ProbeResult",
     "ProbeRow",
-    "check_narrowed_path",
     "probe",
     "probe_hparams",
-    "write_narrowed",
 ]
 
 # Tensors of optimizer state per parameter tensor: what makes one optimizer need more memory.
@@ -127,7 +109,7 @@ def probe(
     ``max_memory_mb`` defaults to the study's ``budget.max_memory_mb``. ``isolate`` runs each
     batch size in a child process; by default it does on the CPU only. ``on_row`` sees each
     row as it is measured. A batch size whose timing was disturbed (other processes took cores
-    of its share, see :mod:`bstune.training._threads`) is measured again, up to ``remeasure``
+    of its share, see :mod:`bstune.training._cpu`) is measured again, up to ``remeasure``
     times.
 
     Raises:
@@ -228,12 +210,7 @@ def _run(
     cfg: StudyConfig, data: Dataset, hp: Hyperparams, steps: int, isolated: bool
 ) -> tuple[ProbeRow, StepStats | None]:
     b = hp.batch_size
-    if isolated:
-        outcome = _in_child(cfg, data, hp, steps)
-    else:
-        outcome = _measure(RunSpec.from_study(cfg, data, hp), steps)
-        release_memory()  # outside the except that caught any error: its frames are gone
-    kind, value = outcome
+    kind, value = measure_batch(RunSpec.from_study(cfg, data, hp), steps, isolated)
     if kind == "ok":
         s: StepStats = value
         row = ProbeRow(b, True, s.step_time_s, s.samples_per_s, s.peak_memory_mb, None,
@@ -246,148 +223,3 @@ def _run(
     if kind == "bad":
         raise ConfigError(value)
     raise ProbeError(f"batch size {b}: {value}")
-
-
-def _measure(spec: RunSpec, steps: int) -> tuple[str, Any]:
-    """``measure_steps`` as a message: ("ok", stats), ("oom", text), ("bad", text) for bad
-    input, or ("error", text)."""
-    try:
-        return "ok", measure_steps(spec, steps)
-    except Exception as e:
-        if is_out_of_memory(e):
-            return "oom", str(e).splitlines()[0] if str(e) else "out of memory"
-        if isinstance(e, (ConfigError, DataFileError, ModelError)):
-            return "bad", str(e)
-        return "error", f"{type(e).__name__}: {e}"
-
-
-def _child(spec: RunSpec, steps: int, conn: Connection) -> None:
-    """In a child process: measure, send one message back. Out of memory, the kernel's killer
-    should pick this process, not the probe that started it."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/oom_score_adj").write_text("1000")
-    conn.send(_measure(spec, steps))
-    conn.close()
-
-
-def _in_child(cfg: StudyConfig, data: Dataset, hp: Hyperparams, steps: int) -> tuple[str, Any]:
-    import torch.multiprocessing  # noqa: F401 - tensors travel to the child in shared memory
-
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        ["bstune.probing._probe", "torch._dynamo"]
-    )  # torch is imported once, in the fork server
-    receive, send = ctx.Pipe(duplex=False)
-    spec = RunSpec.from_study(cfg, data, hp)
-    child = ctx.Process(target=_child, args=(spec, steps, send), daemon=True)
-    with _main_hidden():
-        child.start()
-    send.close()
-    try:
-        outcome: tuple[str, Any] = receive.recv()
-    except EOFError:  # it died without a word
-        outcome = ("killed", "")
-    finally:
-        receive.close()
-        child.join()
-    if outcome[0] == "killed":
-        return "killed", _death(child.exitcode)
-    return outcome
-
-
-@contextlib.contextmanager
-def _main_hidden() -> Iterator[None]:
-    """Start children without re-importing the caller's main script in them.
-
-    multiprocessing re-imports ``__main__`` in each child so that functions defined there can
-    be unpickled; the probe's child needs only bstune and torch, and a script without an
-    ``if __name__ == "__main__":`` guard would otherwise run again in every child.
-    """
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
-def _death(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        sig = signal.Signals(-exitcode)
-        why = ": out of memory, most likely" if sig == signal.SIGKILL else ""
-        return f"killed by {sig.name}{why}"
-    return f"the process exited with status {exitcode} before reporting"
-
-
-def check_narrowed_path(cfg: StudyConfig, path: str | Path) -> tuple[Path, Path]:
-    """The study file and ``path``, once ``path`` is known not to be the study file itself.
-
-    Raises:
-        ConfigError: it is, its folder is missing or not writable, or ``cfg`` was not read
-            from a file.
-    """
-    if cfg.source is None:
-        raise ConfigError("a narrowed study file needs the study's own file to start from")
-    source, target = Path(cfg.source), Path(path)
-    if target.resolve() == source.resolve():
-        raise ConfigError(
-            f"{target}: that is the study file itself, which the probe never changes; "
-            f"expected the path of a new file"
-        )
-    folder = target.resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise ConfigError(f"{target}: cannot write there; expected a path in a writable folder")
-    return source, target
-
-
-def write_narrowed(cfg: StudyConfig, result: ProbeResult, path: str | Path) -> StudyConfig:
-    """Write ``cfg``'s study file to ``path`` with its batch-size range cut to what fits.
-
-    The range keeps its low end and step; its high end becomes the largest batch size of the
-    range that fits (every smaller one fits too: memory grows with batch size). A budget the
-    probe was given becomes the new file's ``budget.max_memory_mb``. The given study file is
-    never written.
-
-    Raises:
-        ConfigError: ``path`` is the study file itself, ``cfg`` was not read from a file, no
-            batch size of the range fits, or ``path`` cannot be written.
-    """
-    source, target = check_narrowed_path(cfg, path)
-    grid = cfg.search_space.batch_size.choices()
-    fitting = [b for b in grid if result.largest_fit is not None and b <= result.largest_fit]
-    if not fitting:
-        raise ConfigError(
-            f"no batch size of {source}'s range {grid[0]}..{grid[-1]} fits"
-            + (f" within {result.max_memory_mb:g} MB" if result.max_memory_mb else "")
-            + "; no narrowed study file written"
-        )
-    data = yaml.load(source.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
-    space = dict(data.get("search_space") or {})
-    bs = space.get("batch_size")
-    if isinstance(bs, dict):
-        bs = dict(bs)
-    else:  # absent: the default range (powers of two); a bare number: that one batch size
-        bs = {"low": grid[0]} if bs is None else {"low": bs, "log": False}
-    bs["high"] = fitting[-1]
-    space["batch_size"] = bs
-    data["search_space"] = space
-    if result.max_memory_mb is not None:
-        data["budget"] = {**(data.get("budget") or {}), "max_memory_mb": result.max_memory_mb}
-    narrowed = parse_study(data, source=str(target))
-    all_fit = fitting[-1] == grid[-1]
-    header = [
-        f"# Narrowed by `bstune probe` from {source}: batch sizes {grid[0]}..{fitting[-1]} "
-        + ("(every one of the range) " if all_fit else f"(of {grid[0]}..{grid[-1]}) ")
-        + f"fit on {result.device}"
-        + (f" within {result.max_memory_mb:g} MB" if result.max_memory_mb else "")
-        + f", training with {result.hparams.optimizer}.",
-        "# The original file's comments are not carried over.",
-    ]
-    text = "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)
-    try:
-        target.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(
-            f"{target}: cannot write the narrowed study file ({e.strerror})"
-        ) from None
-    return narrowed
