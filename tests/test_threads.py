@@ -14,21 +14,19 @@ import optuna
 import pytest
 import torch
 
+import bstune.training._cpu as cpu_mod
 import bstune.training._threads as threads_mod
 from bstune import Hyperparams, RunSpec, load_dataset, train
 from bstune.config._loading import load_study
 from bstune.config._schema import DatasetConfig, ModelConfig
+from bstune.training._cpu import CpuUse, available_cores, disturbance, set_core_share
 from bstune.training._models import build_model
 from bstune.training._steps import measure_steps
 from bstune.training._threads import (
-    CpuUse,
     ThreadPolicy,
-    available_cores,
     calibrate,
     candidates,
-    disturbance,
     free_threads,
-    set_core_share,
     thread_key,
 )
 
@@ -56,8 +54,8 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[float], float]]
             last[0] = now
             return time.process_time() + busy[0]
 
-        monkeypatch.setattr(threads_mod, "_busy_seconds", fake_busy)
-        threads_mod._last_reading[:] = [threads_mod.CpuReading.now()]
+        monkeypatch.setattr(cpu_mod, "_busy_seconds", fake_busy)
+        threads_mod._last_reading[:] = [cpu_mod.CpuReading.now()]
 
     return simulate
 
@@ -65,7 +63,7 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[float], float]]
 @pytest.fixture
 def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 2-core machine, whatever this one has."""
-    monkeypatch.setattr(threads_mod, "available_cores", lambda: 2)
+    monkeypatch.setattr(cpu_mod, "available_cores", lambda: 2)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # no 2 threads on 1 core
 
 
@@ -183,7 +181,7 @@ def test_the_caller_s_thread_count_is_restored(digits) -> None:
 
 
 def test_a_worker_keeps_its_share(load, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(threads_mod, "available_cores", lambda: 4)
+    monkeypatch.setattr(cpu_mod, "available_cores", lambda: 4)
     load(lambda t: 2.0)  # the other worker's two cores
     set_core_share(2)
     policy = ThreadPolicy("auto", lambda n: None, {}, 1)
@@ -289,7 +287,7 @@ def test_real_competitor_leaves_one_core_fewer() -> None:
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
-        threads_mod._last_reading[:] = [threads_mod.CpuReading.now()]
+        threads_mod._last_reading[:] = [cpu_mod.CpuReading.now()]
         time.sleep(0.3)
         policy = ThreadPolicy("auto", lambda n: None, {}, 1)
         others = policy.others()
@@ -328,8 +326,10 @@ def test_the_report_warns_when_a_front_trial_s_time_was_disturbed() -> None:
                           (64, [20e3, 21e3], 0.8, None)])  # fmt: skip
     report = build_report(study)
     assert [t.number for t in report.front] == [0, 1]
-    assert len(report.warnings) == 1 and "trial 1" in report.warnings[0] and why in (
-        report.warnings[0]
+    assert (
+        len(report.warnings) == 1
+        and "trial 1" in report.warnings[0]
+        and why in (report.warnings[0])
     )
     text = render(report, "table")
     assert "warning: trial 1 (batch size 256)" in text

@@ -23,6 +23,7 @@ from torch.nn import functional as F  # noqa: N812
 from bstune.config._errors import ConfigError
 from bstune.config._schema import ModelConfig, StudyConfig
 from bstune.data._datasets import Dataset, Split, StreamSplit
+from bstune.training._cpu import CpuReading, CpuUse, disturbance
 from bstune.training._measure import MB, Stopwatch
 from bstune.training._models import build_model
 from bstune.training._optim import Hyperparams, schedule_at
@@ -33,15 +34,7 @@ from bstune.training._stepper import (
     _steps_per_epoch,
     warmup_steps,
 )
-from bstune.training._threads import (
-    CpuReading,
-    CpuUse,
-    ThreadPolicy,
-    calibrate,
-    check_threads,
-    disturbance,
-    sole_run,
-)
+from bstune.training._threads import ThreadPolicy, calibrate, check_threads, sole_run
 
 __all__ = [
     "EpochStats",

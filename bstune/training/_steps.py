@@ -12,6 +12,7 @@ import torch
 
 from bstune.config._errors import ConfigError
 from bstune.data._datasets import Split, StreamSplit
+from bstune.training._cpu import CpuReading, CpuUse, disturbance
 from bstune.training._engine import (
     RunSpec,
     _build,
@@ -21,14 +22,7 @@ from bstune.training._engine import (
 )
 from bstune.training._measure import MB, Stopwatch
 from bstune.training._stepper import _autocast_dtype, _measured_step, _Stepper
-from bstune.training._threads import (
-    CpuReading,
-    CpuUse,
-    ThreadPolicy,
-    calibrate,
-    disturbance,
-    sole_run,
-)
+from bstune.training._threads import ThreadPolicy, calibrate, sole_run
 
 __all__ = ["StepStats", "measure_steps"]
 

@@ -73,7 +73,7 @@ def worker_config(cfg: StudyConfig, index: int, count: int) -> StudyConfig:
     its own CUDA device when there are several."""
     import torch
 
-    from bstune.training._threads import set_core_share
+    from bstune.training._cpu import set_core_share
 
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     slot = worker_slot(index, count, cfg.training.device, cuda)
