@@ -176,7 +176,9 @@ def check_precisions(plan: Plan, folder: Path) -> Section:
 def check_memory(plan: Plan) -> Section:
     s = Section("2. Peak memory against the CUDA allocator's own figures")
     if not plan.device.startswith("cuda"):
-        return s.skip("on the CPU the figure is live_tensors, tested in tests/test_engine.py")
+        return s.skip(
+            "on the CPU the figure is live_tensors, tested in tests/training_tests/test_engine.py"
+        )
     data = bstune.load_dataset(DatasetConfig(name="synthetic", n_train=plan.n_train,
                                              shape=[1, 28, 28]))  # fmt: skip
     spec = bstune.RunSpec(data, ModelConfig(name="mlp", hidden=list(plan.hidden)),
@@ -222,7 +224,7 @@ def check_probe_oom(plan: Plan, folder: Path) -> Section:
     s = Section("3. A real CUDA out-of-memory in bstune probe")
     if not plan.device.startswith("cuda"):
         return s.skip("the OOM path is tested on the CPU by raising the allocator's error: "
-                      "tests/test_probe.py")  # fmt: skip
+                      "tests/probing_tests/test_probe.py")  # fmt: skip
     cfg = load_study(big_study(folder, plan))
     undo = limited(plan)
     try:
@@ -247,7 +249,9 @@ def check_probe_oom(plan: Plan, folder: Path) -> Section:
 def check_study_oom(plan: Plan, folder: Path) -> Section:
     s = Section("4. A real CUDA out-of-memory in a study: pruned, infeasible, memory released")
     if not plan.device.startswith("cuda"):
-        return s.skip("tests/test_memory.py raises the allocator's error on the CPU")
+        return s.skip(
+            "tests/training_tests/test_memory.py raises the allocator's error on the CPU"
+        )
     cfg = load_study(big_study(folder, plan)).with_training(epochs=1)
     objective = bstune.Objective(cfg)
     _ = objective.dataset

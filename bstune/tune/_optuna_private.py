@@ -1,8 +1,8 @@
 """Every use of Optuna's private API in bstune, in this one module.
 
 Each is used only where Optuna has no public equivalent, and each is pinned by
-``tests/test_optuna_private.py``: if an Optuna release renames or changes one, that test fails
-with a message naming it — never silently different decisions.
+``tests/tune_tests/test_optuna_private.py``: if an Optuna release renames or changes one, that
+test fails with a message naming it — never silently different decisions.
 
 - ``Study._storage``: the storage a study was opened on, for a study bstune did not open
   (``bstune.report_val_loss`` on a user's study; the pruner's single-objective view of a study).

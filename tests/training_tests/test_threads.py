@@ -229,7 +229,7 @@ def test_disturbed_steps_of_the_probe_are_measured_again(
 
 
 def load_study_digits():
-    return load_study(Path(__file__).resolve().parents[1] / "studies" / "digits.yaml")
+    return load_study(Path(__file__).resolve().parents[2] / "studies" / "digits.yaml")
 
 
 def test_the_study_keeps_the_calibrations(tmp_path: Path, two_cores, load) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import FASHION_DEBIAN
-
-TESTS = Path(__file__).parent
-REPO = TESTS.parent
-
-
-def bstune(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}  # for the models:... factories
-    exe = Path(sys.executable).with_name("bstune")
-    return subprocess.run(
-        [str(exe), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
+from helpers import REPO, bstune
 
 
 def test_help_lists_train() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import TESTS, bstune
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from test_cli import TESTS, bstune
 
 from bstune.tune._workers import cpu_cores, shares, worker_slot
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_cli import bstune
+from helpers import bstune
 
 from bstune import Hyperparams, RunSpec, load_dataset, load_study, parse_study, train
 from bstune.config._errors import ConfigError

@@ -284,7 +284,7 @@ def test_the_schedule_is_a_search_dimension() -> None:
 
 
 def test_the_report_sets_the_noise_scale_beside_the_front(write_study, tmp_path) -> None:
-    from test_cli import bstune as cli
+    from helpers import bstune as cli
 
     study = write_study(
         objectives=["val_accuracy", "train_time"],

@@ -8,7 +8,7 @@ import pytest
 
 from bstune import ConfigError, load_study, parse_study
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist.yaml", "mnist.yaml", "digits.yaml"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from test_cli import TESTS, bstune
+from helpers import TESTS, bstune
 
 from bstune.config._secrets import mask_passwords, mask_url, scrub
 

@@ -85,7 +85,7 @@ def test_failing_a_running_trial(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert frozen.user_attrs["bstune:error"] == "worker 0 was killed"
 
 
-_PACKAGE = Path(__file__).resolve().parents[1] / "bstune"
+_PACKAGE = Path(__file__).resolve().parents[2] / "bstune"
 _MODULES = sorted(
     ".".join(p.relative_to(_PACKAGE).with_suffix("").parts)
     for p in _PACKAGE.rglob("_*.py")

@@ -9,8 +9,8 @@ import models
 import optuna
 import pytest
 import torch
+from helpers import bstune
 from optuna.trial import TrialState
-from test_cli import bstune
 
 from bstune import ConfigError, parse_study
 from bstune.analysis._report import build_report

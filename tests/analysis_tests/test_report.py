@@ -16,50 +16,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.trial import TrialState, create_trial
-from test_cli import bstune
+from helpers import bstune, hand_made_study, trial
+from optuna.trial import create_trial
 
 from bstune.analysis._pareto import hypervolume, knee, non_dominated
 from bstune.analysis._report import Constraints, build_report
 from bstune.analysis._report_format import render
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-DISTS = {
-    "batch_size": CategoricalDistribution([16, 32, 64, 128, 256]),
-    "lr": FloatDistribution(1e-4, 1.0, log=True),
-}
-
-
-def trial(state: str, batch: int, values=None, constraints=None, lr: float = 0.01):  # type: ignore[no-untyped-def]
-    return create_trial(
-        state=TrialState[state.upper()],
-        values=values,
-        params={"batch_size": batch, "lr": lr},
-        distributions=DISTS,
-        system_attrs={"constraints": constraints} if constraints is not None else None,
-    )
-
-
-def hand_made_study(storage: str | None = None) -> optuna.Study:
-    """Accuracy (max) and training time (min). Front: 0, 1, 2 (a duplicate of 0) and 7."""
-    study = optuna.create_study(
-        study_name="hand", storage=storage, directions=["maximize", "minimize"]
-    )
-    study.set_user_attr("bstune:objectives", ["val_accuracy", "train_time"])
-    study.add_trials([
-        trial("complete", 32, [0.9, 2.0]),        # 0 front
-        trial("complete", 256, [0.5, 1.0]),       # 1 front
-        trial("complete", 32, [0.9, 2.0]),        # 2 front: equal to 0, neither dominates
-        trial("complete", 64, [0.8, 3.0]),        # 3 dominated by 0
-        trial("pruned", 256),                     # 4
-        trial("fail", 256),                       # 5
-        trial("complete", 128, [0.99, 0.1], constraints=[1.0]),  # 6 infeasible: would dominate
-        trial("complete", 128, [0.85, 1.2], constraints=[-1.0]),  # 7 front, feasible
-    ])  # fmt: skip
-    return study
-
 
 def test_non_dominated_with_ties_and_duplicates() -> None:
     pts = np.array([[1, 3], [2, 2], [2, 2], [3, 1], [3, 3], [1, 4], [2, 3]], dtype=float)
