@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per batch size")
     ap.add_argument("--skip-example", action="store_true")
     args = ap.parse_args()
+    if args.epochs < 2:
+        ap.error(f"--epochs: expected at least 2 (epoch 1 warms up, untimed), got {args.epochs}")
     device = bstune.resolve_device(args.device)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
 

@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    if args.epochs < 2:
+        ap.error(f"--epochs: expected at least 2 (epoch 1 warms up, untimed), got {args.epochs}")
 
     data = load_dataset(DatasetConfig(name="fashion_mnist"))
     model = ModelConfig(name="mlp", hidden=[128])
