@@ -1,7 +1,12 @@
 """The Optuna objective: trial → hyperparameters → engine → objective values and records.
 
-What a trial stores: one user attribute, ``bstune:metrics``, written once at the end of the
-trial (each attribute is a storage round trip, ~1.5 ms on SQLite), holding
+What a trial stores, written once at the end of the trial in one storage transaction (each
+separate write is a round trip, ~1.5 ms on SQLite): the figures users sort and filter by as
+user attributes of their own — ``bstune:train_time_s``, ``bstune:samples_per_s``,
+``bstune:peak_memory_mb``, ``bstune:val_accuracy``, ``bstune:test_accuracy``,
+``bstune:noise_scale``, ``bstune:cpu_threads``, ``bstune:effective_lr``
+(:data:`bstune.tune._trial_record.FLAT_METRICS`) — and
+``bstune:metrics``, holding them and
 
 * ``effective_lr`` — the learning rate that trained (after any scaling rule);
 * ``cpu_threads`` — the CPU threads it trained with (the count in force longest; see

@@ -14,11 +14,17 @@ test fails with a message naming it — never silently different decisions.
   Hyperband pruner hands them on, so the sampler behaves as under the plain pruner.
 - ``PercentilePruner._n_warmup_steps`` (and the median pruner, its subclass): the warm-up that
   Optuna's own multi-objective check applies, which bstune applies before translating.
+- ``storages._rdb.storage._create_scoped_session``, ``storages._rdb.models`` (``TrialModel``,
+  ``TrialUserAttributeModel``) and ``RDBStorage.check_trial_is_updatable``: several user
+  attributes of a trial in one transaction of three statements (Optuna commits each
+  ``set_user_attr`` on its own, with a look-up of the trial each: ~1.5 ms each on SQLite).
+  ``Trial._cached_frozen_trial``: the running trial's own view of its attributes, kept in step.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import optuna
 from optuna.storages import BaseStorage
@@ -30,6 +36,7 @@ __all__ = [
     "fail_running_trial",
     "latest_trial",
     "n_warmup_steps",
+    "set_user_attrs",
     "storage_of",
     "study_id",
     "trial_id",
@@ -77,6 +84,35 @@ def latest_trial(trial: optuna.Trial) -> FrozenTrial:
 
 def n_warmup_steps(pruner: optuna.pruners.PercentilePruner) -> int:
     return int(pruner._n_warmup_steps)
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """``trial.set_user_attr(key, value)`` for each of ``attrs``, in one transaction where the
+    storage is a database (RDBStorage, cached or not); one call each elsewhere."""
+    backend = backend_of(trial.storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    import json
+
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    tid = trial._trial_id
+    table = models.TrialUserAttributeModel
+    with _create_scoped_session(backend.scoped_session) as session:
+        stored = models.TrialModel.find_or_raise_by_id(tid, session)
+        backend.check_trial_is_updatable(tid, cast(TrialState, stored.state))
+        session.execute(
+            sqlalchemy.delete(table).where(table.trial_id == tid, table.key.in_(list(attrs)))
+        )
+        session.execute(
+            sqlalchemy.insert(table),
+            [{"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()],
+        )
+    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 def fail_running_trial(study: optuna.Study, trial: FrozenTrial, reason: str, **attrs: Any) -> None:

@@ -1,10 +1,13 @@
 """What a trial records and returns: its objective values from a run's result, the values it
-is projected to end with (for the pruning guard), and ``bstune:metrics`` — every measurement,
-per-epoch curves included, as JSON (see :mod:`bstune.tune._objective` for the fields)."""
+is projected to end with (for the pruning guard), ``bstune:metrics`` — every measurement,
+per-epoch curves included, as JSON (see :mod:`bstune.tune._objective` for the fields) — and the
+figures users sort and filter by as attributes of their own (:data:`FLAT_METRICS`), so that
+``study.trials_dataframe()`` has a column for each and optuna-dashboard can sort by them. All
+of them are written in one storage transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -12,8 +15,28 @@ import optuna
 from bstune._json import json_safe
 from bstune.config._objectives import ATTR, OBJECTIVES
 from bstune.training._engine import EpochStats, TrainResult
+from bstune.tune._optuna_private import set_user_attrs
 
-__all__ = ["objective_values"]
+__all__ = ["FLAT_METRICS", "flat_metrics", "objective_values"]
+
+FLAT_METRICS = (
+    "train_time_s", "samples_per_s", "peak_memory_mb", "val_accuracy", "test_accuracy",
+    "noise_scale", "cpu_threads", "effective_lr",
+)  # fmt: skip
+"""The measurements each trial also stores as a user attribute of its own, ``bstune:NAME``
+(absent where not measured: a NaN noise scale, no test split). Not ``val_loss``:
+``bstune:val_loss`` is the validation-loss curve the pruning keeps (:mod:`bstune.tune._pruning`).
+"""
+
+
+def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``bstune:NAME`` → value for each of :data:`FLAT_METRICS` that ``metrics`` holds."""
+    out = {}
+    for name in FLAT_METRICS:
+        value = json_safe(metrics.get(name))
+        if value is not None:
+            out[f"{ATTR}{name}"] = value
+    return out
 
 
 def objective_values(result: TrainResult, objectives: Sequence[str]) -> list[float]:
@@ -61,7 +84,7 @@ def _record(
         metrics["kept_on_front"] = kept
     if stopped:
         metrics["stopped"] = stopped
-    trial.set_user_attr(f"{ATTR}metrics", json_safe(metrics))
+    set_user_attrs(trial, {**flat_metrics(metrics), f"{ATTR}metrics": json_safe(metrics)})
 
 
 def _projected(

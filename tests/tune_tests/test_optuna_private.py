@@ -85,6 +85,26 @@ def test_failing_a_running_trial(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert frozen.user_attrs["bstune:error"] == "worker 0 was killed"
 
 
+@pytest.mark.parametrize("storage", ["sqlite", "memory"])
+def test_several_user_attributes_in_one_write(tmp_path, storage: str) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path}/a.db" if storage == "sqlite" else None
+    study = optuna.create_study(storage=url)
+    trial = study.ask()
+    trial.set_user_attr("b", "old")
+    trial.set_user_attr("keep", 1)
+    private.set_user_attrs(trial, {"a": 1.5, "b": {"nested": [1, None]}, "c:d": "x"})
+    assert trial.user_attrs == {"a": 1.5, "b": {"nested": [1, None]}, "c:d": "x", "keep": 1}
+    study.tell(trial, 1.0)
+    [frozen] = optuna.load_study(study_name=study.study_name, storage=url).trials if url else (
+        study.trials
+    )
+    assert frozen.user_attrs == {"a": 1.5, "b": {"nested": [1, None]}, "c:d": "x", "keep": 1}, (
+        "the batched write no longer stores what Trial.set_user_attr would"
+    )
+    with pytest.raises(RuntimeError):  # Optuna's UpdateFinishedTrialError: finished trials refuse
+        private.set_user_attrs(trial, {"a": 2.0})
+
+
 _PACKAGE = Path(__file__).resolve().parents[2] / "bstune"
 _MODULES = sorted(
     ".".join(p.relative_to(_PACKAGE).with_suffix("").parts)

@@ -103,6 +103,14 @@ def test_trials_are_recorded_and_plain_optuna_reads_them(storage_url: str) -> No
         assert len(m["curves"]["val_loss"]) == 3 and len(m["curves"]["epoch_time_s"]) == 3
         assert t.values[0] == m["val_accuracy"] and t.values[1] == m["train_time_s"]
         assert t.values[2] == m["peak_memory_mb"]
+        # the figures users sort by: attributes of their own, equal to the nested ones
+        for key in ("train_time_s", "samples_per_s", "peak_memory_mb", "val_accuracy",
+                    "test_accuracy", "cpu_threads", "effective_lr"):  # fmt: skip
+            assert t.user_attrs[f"bstune:{key}"] == m[key], key
+    frame = loaded.trials_dataframe()
+    for key in ("train_time_s", "samples_per_s", "peak_memory_mb", "effective_lr"):
+        column = frame[f"user_attrs_bstune:{key}"]
+        assert column.notna().all() and column.dtype.kind == "f", key  # a number per trial
     if not storage_url.startswith(("sqlite", "journal")):
         optuna.delete_study(study_name=cfg.study_name, storage=storage_url)
 
