@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bstune"
-LAYERS = ("config", "data", "training", "analysis", "tune", "probing", "cli")
+LAYERS = ("config", "data", "training", "analysis", "tune", "probing", "integrations", "cli")
 # What each layer may import (besides itself and bstune's top-level helpers).
 ALLOWED = {
     "config": set(),
@@ -18,9 +18,11 @@ ALLOWED = {
     "analysis": {"config"},
     "tune": {"config", "data", "training", "analysis"},
     "probing": {"config", "data", "training", "analysis"},
+    "integrations": {"config", "training", "tune"},
     "cli": {"config", "data", "training", "analysis", "tune", "probing"},
 }
-TOP = {"bstune", "bstune._lazy", "bstune._json"}  # the package's lazy exports; helpers
+# the package's lazy exports; helpers; the integrations' public entry points (re-exports only)
+TOP = {"bstune", "bstune._lazy", "bstune._json", "bstune.lightning", "bstune.transformers"}
 
 
 def _modules() -> dict[str, Path]:
@@ -161,3 +163,29 @@ def test_the_cli_holds_no_logic_the_python_api_lacks() -> None:
         for imported, line in _imports(path):
             assert not imported.startswith("torch"), f"{path.name}:{line} imports torch"
             assert imported != "bstune.tune._optuna_private", f"{path.name}:{line}"
+
+
+@pytest.mark.parametrize("entry", ["lightning", "transformers"])
+def test_the_integrations_entry_points_only_re_export(entry: str) -> None:
+    """``bstune.lightning`` and ``bstune.transformers`` are public names for what lives in the
+    integrations layer: an import from it and ``__all__``, nothing else."""
+    tree = ast.parse((PACKAGE / f"{entry}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        if isinstance(node, ast.ImportFrom) and node.module in (
+            "__future__", f"bstune.integrations._{entry}"
+        ):
+            continue
+        assert isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__", (
+            f"bstune/{entry}.py:{node.lineno}: {ast.unparse(node)}"
+        )
+
+
+def test_import_bstune_loads_no_framework() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, bstune; print(sorted({'lightning', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
