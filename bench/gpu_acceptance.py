@@ -26,6 +26,9 @@ Checks, each a section of the report (``--out``, default ``gpu_acceptance.md``),
    would pay).
 7. **bench_engine's GPU rows** — ``bench/bench_engine.py --device cuda`` in bf16 and fp32 (needs
    Fashion-MNIST's files: ``BSTUNE_DATA_DIR`` or Debian's package; skipped without them).
+8. **A workload big enough for the GPU** — ``bstune optimize studies/resnet_synthetic.yaml``
+   (a ResNet on image-shaped synthetic data), 6 trials of 3 epochs, when the file is present:
+   every trial stored, accuracy well above chance, time and peak memory per batch size.
 """
 
 from __future__ import annotations
@@ -338,6 +341,40 @@ def check_bench_engine(plan: Plan) -> Section:
     return s
 
 
+def check_resnet_study(plan: Plan, folder: Path) -> Section:
+    s = Section("8. bstune optimize studies/resnet_synthetic.yaml (a ResNet) on the GPU")
+    study_path = REPO / "studies" / "resnet_synthetic.yaml"
+    if not plan.device.startswith("cuda"):
+        return s.skip("minutes per trial on a CPU; tests/training_tests/test_engine.py trains "
+                      "a small ResNet on the same data")  # fmt: skip
+    if not study_path.exists():
+        s.status = "skipped"
+        s.lines.append("skipped: studies/resnet_synthetic.yaml is not in this checkout")
+        return s
+    url, n = f"sqlite:///{folder}/resnet.db", 6
+    out = bstune_cli("optimize", str(study_path), "--device", plan.device, "--n-trials", str(n),
+                     "--epochs", "3", "--storage", url, "--no-progress", timeout=420)  # fmt: skip
+    s.check(out.returncode == 0, f"exit status {out.returncode}")
+    if out.returncode != 0:
+        s.lines.append(out.stderr.strip()[-600:])
+    study = optuna.load_study(study_name="resnet-synthetic-batch-size", storage=url)
+    numbers = sorted(t.number for t in study.trials)
+    s.check(numbers == list(range(n)), f"{n} trials numbered 0..{n - 1}: {numbers}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best = max((t.values[0] for t in done), default=0.0)
+    s.check(best > 0.3, f"best validation accuracy {best:.3f} (10 classes: chance 0.1)")
+    s.lines += ["", "| trial | batch | state | val_accuracy | train_time (s) | peak memory (MB) | "
+                "samples/s |", "|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for t in study.trials:
+        m = t.user_attrs.get("bstune:metrics", {})
+        s.lines.append(
+            f"| {t.number} | {t.params.get('batch_size')} | {t.state.name} | "
+            f"{m.get('val_accuracy') or 0:.3f} | {m.get('train_time_s') or 0:.2f} | "
+            f"{m.get('peak_memory_mb') or 0:,.0f} | {m.get('samples_per_s') or 0:,.0f} |"
+        )
+    return s
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -380,6 +417,7 @@ def run_checks(plan: Plan, folder: Path, skip: set[int]) -> list[Section]:
         lambda: check_workers(plan, folder),
         lambda: check_launch_bound(plan),
         lambda: check_bench_engine(plan),
+        lambda: check_resnet_study(plan, folder),
     ]
     sections = []
     for i, check in enumerate(checks, 1):

@@ -31,10 +31,11 @@ def test_the_whole_flow_runs_on_the_cpu(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     text = out.read_text()
-    for n in range(1, 8):
+    for n in range(1, 9):
         assert f"## {n}. " in text, n
     assert "| fp32 |" in text and "| bf16 |" in text and "fp16 | skipped: needs CUDA" in text
-    assert text.count("— skipped") == 4  # memory, probe OOM, study OOM, bench_engine's rows
+    # memory, probe OOM, study OOM, bench_engine's rows, the ResNet study
+    assert text.count("— skipped") == 5
     assert "FAILED" not in text and "4 trials numbered 0..3" in text
 
 

@@ -47,7 +47,7 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "grow_batch", "decay_lr")
-BUILTIN_MODELS = ("mlp", "cnn")
+BUILTIN_MODELS = ("mlp", "cnn", "resnet")
 # Where a storage URL may come from besides --storage and the study file, first match wins.
 STORAGE_VARIABLES = ("BSTUNE_STORAGE", "OPTUNA_STORAGE")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -145,27 +145,56 @@ class DatasetConfig(_Config):
     shape: list[_PosInt] = Field(default_factory=lambda: [32], min_length=1, max_length=3)
     n_classes: int = Field(10, ge=2)
     noise: float = Field(1.0, ge=0.0)
+    structure: Literal["clusters", "images"] = "clusters"
+    """``clusters``: Gaussian clusters, one per class; ``images``: images of shapes, one shape
+    per class (at most 10), at random places and sizes (``shape`` [channels, height, width],
+    default [3, 32, 32])."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_shape_by_default(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and data.get("name") == "synthetic"
+            and data.get("structure") == "images"
+            and "shape" not in data
+        ):
+            return {**data, "shape": [3, 32, 32]}
+        return data
 
     @model_validator(mode="after")
     def _synthetic_keys_only_for_synthetic(self) -> DatasetConfig:
+        keys = {"n_train", "n_test", "shape", "n_classes", "noise", "structure"}
         if self.name != "synthetic":
-            given = self.model_fields_set & {"n_train", "n_test", "shape", "n_classes", "noise"}
+            given = self.model_fields_set & keys
             if given:
                 raise ValueError(
                     f"{', '.join(sorted(given))} only apply to dataset 'synthetic', "
                     f"not {self.name!r}"
                 )
+        if self.structure == "images" and len(self.shape) != 3:
+            raise ValueError(
+                f"structure 'images' needs shape [channels, height, width], got {self.shape}"
+            )
+        if self.structure == "images" and self.n_classes > 10:
+            raise ValueError(
+                f"structure 'images' draws 10 shapes; expected n_classes of at most 10, got "
+                f"{self.n_classes}"
+            )
         return self
 
 
 class ModelConfig(_Config):
-    """``model:`` — a built-in model (``mlp``, ``cnn``) or a user's ``package.module:factory``."""
+    """``model:`` — a built-in model (``mlp``, ``cnn``, ``resnet``) or a user's
+    ``package.module:factory``."""
 
     name: str
     hidden: list[_PosInt] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     channels: list[_PosInt] = Field(default_factory=lambda: [32, 64], min_length=1)
     batch_norm: bool = False
+    blocks: _PosInt = 2
+    """``resnet``: basic blocks per stage (each entry of ``channels`` is a stage's width)."""
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -174,8 +203,8 @@ class ModelConfig(_Config):
         if v in BUILTIN_MODELS or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
             return v
         raise ValueError(
-            f"unknown model {v!r}{did_you_mean(v, BUILTIN_MODELS)}; expected mlp, cnn or "
-            f"'package.module:factory'"
+            f"unknown model {v!r}{did_you_mean(v, BUILTIN_MODELS)}; expected mlp, cnn, resnet "
+            f"or 'package.module:factory'"
         )
 
 

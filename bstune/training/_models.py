@@ -1,4 +1,4 @@
-"""Models: the built-in ``mlp`` and ``cnn``, and users' own factories by import path.
+"""Models: the built-in ``mlp``, ``cnn`` and ``resnet``, and users' own factories by import path.
 
 A user's factory is named ``"package.module:factory"`` in the study file and called as::
 
@@ -19,10 +19,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from bstune.config._schema import ModelConfig
+from bstune.config._schema import BUILTIN_MODELS, ModelConfig
 
 __all__ = [
     "ModelError", "ModelFactory", "ReLUDropout", "build_model", "check_factory", "cnn", "mlp",
+    "resnet",
 ]  # fmt: skip
 
 ModelFactory = Callable[[tuple[int, ...], int, Mapping[str, Any]], nn.Module]
@@ -106,6 +107,59 @@ def cnn(
     return nn.Sequential(*layers, *head)
 
 
+class _BasicBlock(nn.Module):
+    """Two 3×3 convolutions with batch norm, and the input added back (a 1×1 convolution where
+    the shape changes): He et al.'s basic block."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+def resnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    channels: list[int],
+    blocks: int = 2,
+    dropout: float = 0.0,
+) -> nn.Sequential:
+    """A ResNet for small images, as He et al. built for CIFAR-10: a 3×3 stem convolution, then
+    one stage per entry of ``channels`` (its width) of ``blocks`` basic blocks each, every stage
+    after the first halving height and width; global average pooling, dropout, a linear head.
+    ``channels=[16, 32, 64], blocks=3`` is the paper's ResNet-20 (0.27 M parameters)."""
+    if len(input_shape) != 3:
+        raise ModelError(f"resnet needs image input (channels, height, width), got {input_shape}")
+    c = input_shape[0]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c, channels[0], 3, 1, 1, bias=False),
+        nn.BatchNorm2d(channels[0]),
+        nn.ReLU(inplace=True),
+    ]
+    c = channels[0]
+    for i, width in enumerate(channels):
+        for j in range(blocks):
+            layers.append(_BasicBlock(c, width, 2 if i > 0 and j == 0 else 1))
+            c = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(c, num_classes))
+    return nn.Sequential(*layers)
+
+
 def build_model(
     cfg: ModelConfig,
     input_shape: tuple[int, ...],
@@ -122,6 +176,8 @@ def build_model(
         return mlp(input_shape, num_classes, cfg.hidden, p)
     if cfg.name == "cnn":
         return cnn(input_shape, num_classes, cfg.channels, cfg.hidden, p, cfg.batch_norm)
+    if cfg.name == "resnet":
+        return resnet(input_shape, num_classes, cfg.channels, cfg.blocks, p)
     factory = _import_factory(cfg.name)
     try:
         model = factory(input_shape, num_classes, {**cfg.options, "dropout": p})
@@ -143,7 +199,7 @@ def check_factory(cfg: ModelConfig) -> None:
     Raises:
         ModelError: its module cannot be imported, or has no callable of that name.
     """
-    if cfg.name not in ("mlp", "cnn"):
+    if cfg.name not in BUILTIN_MODELS:
         _import_factory(cfg.name)
 
 

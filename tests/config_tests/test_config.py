@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from bstune import ConfigError, load_study, parse_study
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["fashion_mnist.yaml", "mnist.yaml", "digits.yaml"])
+@pytest.mark.parametrize(
+    "name", ["fashion_mnist.yaml", "mnist.yaml", "digits.yaml", "resnet_synthetic.yaml"]
+)
 def test_shipped_study_files_are_valid(name: str) -> None:
     cfg = load_study(REPO / "studies" / name)
     assert cfg.objectives
@@ -188,3 +191,21 @@ def test_command_line_overrides_are_validated() -> None:
     assert cfg.with_training(epochs=2).training.epochs == 2
     with pytest.raises(ConfigError, match=r"training\.device: expected auto"):
         cfg.with_training(device="tpu")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ({"name": "synthetic", "structure": "images", "shape": [32]},
+         "structure 'images' needs shape [channels, height, width], got [32]"),
+        ({"name": "synthetic", "structure": "images", "n_classes": 11},
+         "expected n_classes of at most 10, got 11"),
+        ({"name": "synthetic", "structure": "pictures"}, "structure"),
+        ({"name": "digits", "structure": "images"},
+         "structure only apply to dataset 'synthetic'"),
+    ],
+)  # fmt: skip
+def test_synthetic_images_bad_settings_are_one_line(dataset: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        parse_study({"dataset": dataset, "model": {"name": "resnet"}})
+    assert "\n" not in str(e.value)

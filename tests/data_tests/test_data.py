@@ -54,6 +54,22 @@ def test_synthetic_is_seeded_and_shaped() -> None:
     assert set(a.train.y.tolist()) == {0, 1, 2, 3}
 
 
+def test_synthetic_images_are_shapes_that_tell_the_class() -> None:
+    """Seeded, balanced, image-shaped; the class is in the shape, not in a pixel's mean: each
+    class's mean image is nearly flat (shapes sit anywhere), yet a shape's outline separates
+    the classes (a CNN learns them: test_engine)."""
+    cfg = DatasetConfig(name="synthetic", structure="images", n_train=2000, n_test=200)
+    a, b = load_dataset(cfg), load_dataset(cfg)
+    assert a.input_shape == (3, 32, 32) and a.num_classes == 10
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert torch.bincount(a.train.y).min() >= 150  # every class, about equally
+    other = load_dataset(DatasetConfig(name="synthetic", structure="images", n_train=2000,
+                                       n_test=200, seed=1))  # fmt: skip
+    assert not torch.equal(a.train.x, other.train.x)
+    means = torch.stack([a.train.x[a.train.y == k].mean(0) for k in range(10)])
+    assert means.std(0).mean() < 0.35 * a.train.x.std()  # class means differ little per pixel
+
+
 def test_idx_dataset_from_data_dir(
     isolated_data_dirs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -166,6 +166,24 @@ def test_cnn_with_batch_norm_learns(digits) -> None:
     assert r.val_accuracy > 0.85
 
 
+def test_resnet_is_he_et_al_s_and_learns_the_synthetic_shapes() -> None:
+    from bstune.training._models import resnet
+
+    resnet20 = resnet((3, 32, 32), 10, [16, 32, 64], blocks=3)
+    assert sum(p.numel() for p in resnet20.parameters()) == 272_474  # ResNet-20 (0.27 M)
+    assert resnet20(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ModelError, match="resnet needs image input"):
+        resnet((64,), 10, [16])
+    shapes = DatasetConfig(
+        name="synthetic", structure="images", shape=[3, 16, 16], n_train=3000, n_test=100
+    )
+    data = load_dataset(shapes)
+    model = ModelConfig(name="resnet", channels=[8, 16], blocks=1)
+    hp = Hyperparams(batch_size=64, lr=3e-3, optimizer="adam")
+    r = train(RunSpec(data, model, hp, epochs=8, device="cpu"))
+    assert r.val_accuracy > 0.5, [e.val_accuracy for e in r.epochs]  # chance: 0.1
+
+
 def test_nan_loss_stops_the_run_with_a_reason(digits) -> None:
     model = ModelConfig(name="models:exploding")
     r = train(RunSpec(digits, model, Hyperparams(batch_size=16), epochs=5, device="cpu"))
