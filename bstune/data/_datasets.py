@@ -225,7 +225,8 @@ def _shape_masks(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         (v < 0.8) & (v > -0.8) & (au < (0.8 - v) / 1.6),        # triangle, pointing up
         (np.maximum(au, av) < 0.9) & (np.maximum(au, av) > 0.55),  # frame
     )  # fmt: skip
-    return masks[shape]
+    out: np.ndarray = masks[shape]
+    return out
 
 
 def _make_images(cfg: DatasetConfig) -> tuple[np.ndarray, ...]:
