@@ -44,7 +44,7 @@ def check_identity(study: optuna.Study, cfg: StudyConfig, url: str) -> None:
         stored = _identity_of_stored_file(study)
     if stored is None:
         return
-    changes = _differences(stored, identity(cfg))
+    changes = _differences(_with_defaults(stored), identity(cfg))
     if not changes:
         return
     shown = "; ".join(
@@ -57,6 +57,32 @@ def check_identity(study: optuna.Study, cfg: StudyConfig, url: str) -> None:
         f"the study, run it with its original file (stored in the study's user attribute "
         f"bstune:study_file)"
     )
+
+
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with the defaults of settings an earlier bstune did not have (a newer one's
+    ``dataset.structure``, say): a setting absent from an identity stored before it existed
+    means its default, not a change."""
+    import json
+
+    from bstune.config._schema import DatasetConfig, ModelConfig, SearchSpaceConfig
+
+    out = dict(stored)
+    for key, make in (
+        ("dataset", lambda v: DatasetConfig(name=v["name"])),
+        ("model", lambda v: ModelConfig(name=v["name"])),
+        ("search_space", lambda v: SearchSpaceConfig()),
+    ):
+        value = stored.get(key)
+        if not isinstance(value, dict):
+            continue
+        try:
+            defaults = make(value).model_dump(exclude=_IDENTITY_EXCLUDE.get(key, set()))
+        except (KeyError, ValueError):  # not a section this bstune knows: compared as it is
+            continue
+        defaults = json.loads(json.dumps(defaults, sort_keys=True, default=str))
+        out[key] = {**{k: v for k, v in defaults.items() if k not in value}, **value}
+    return out
 
 
 def _identity_of_stored_file(study: optuna.Study) -> dict[str, Any] | None:

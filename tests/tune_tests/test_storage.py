@@ -250,3 +250,22 @@ def test_a_refused_connection_fails_at_once(url: str, monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="Connection refused"):
         storage_module.open_storage(url)
     assert waits == []  # no retries: nothing listens there
+
+
+def test_a_study_from_an_earlier_bstune_resumes(write_study, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Settings a newer bstune added (dataset.structure, model.blocks) are absent from an older
+    study's stored identity: they mean their defaults there, not a changed file."""
+    url = f"sqlite:///{tmp_path}/old.db"
+    path = _study_file(write_study)
+    assert _main(capsys, "optimize", path, "--storage", url, "--n-trials", "1",
+                 "--no-progress")[0] == 0  # fmt: skip
+    name = yaml.safe_load(path.read_text())["study"]["name"]
+    study = optuna.load_study(study_name=name, storage=url)
+    old = study.user_attrs["bstune:identity"]
+    old["dataset"].pop("structure")
+    old["model"].pop("blocks")
+    study.set_user_attr("bstune:identity", old)  # as an earlier bstune stored it
+    code, err = _main(capsys, "optimize", path, "--storage", url, "--n-trials", "1",
+                      "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert len(optuna.load_study(study_name=name, storage=url).trials) == 2
