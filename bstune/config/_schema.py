@@ -222,6 +222,10 @@ class TrainingConfig(_Config):
     threads: int | Literal["auto"] = "auto"
     """CPU threads: ``auto`` chooses per run from the cores free and a calibration (see
     :mod:`bstune.training._threads`); a number fixes it."""
+    data_on_device: Literal["auto", "always", "never"] = "auto"
+    """``never``: read the data through a DataLoader each epoch, batch by batch to the device,
+    instead of holding it there as tensors (``auto`` and ``always`` hold built-in data sets as
+    tensors; for your own ``Dataset`` see :func:`bstune.data.as_dataset`)."""
 
     @field_validator("threads", mode="before")
     @classmethod

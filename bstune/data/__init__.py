@@ -9,7 +9,9 @@ _EXPORTS = {
     "DataFileError": "_idx",
     "Dataset": "_datasets",
     "Split": "_datasets",
+    "StreamSplit": "_datasets",
     "as_dataset": "_user_data",
+    "is_deterministic": "_user_data",
     "load_dataset": "_datasets",
     "read_idx": "_idx",
 }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,9 @@ __all__ = [
     "Split",
     "StreamSplit",
     "load_dataset",
+    "loader_workers",
     "stratified_split",
+    "streamed",
 ]
 
 
@@ -42,19 +45,53 @@ class Split:
 
 @dataclass(frozen=True)
 class StreamSplit:
-    """A ``torch.utils.data.Dataset`` too large to hold as tensors, read through a DataLoader
-    batch by batch (inputs as float32; targets as int64 class indices, or float32)."""
+    """A ``torch.utils.data.Dataset`` read through a DataLoader batch by batch (inputs as
+    float32; targets as int64 class indices, or float32): one too large to hold as tensors, one
+    whose items are not the same each time they are read (random augmentation), or any with
+    ``data_on_device: never``.
+
+    The loader: ``num_workers`` worker processes (default :func:`loader_workers`: none when
+    training on the CPU; on an accelerator the cores this process may use, less one, at most
+    4), ``persistent_workers`` when there are workers (kept across a run's epochs: one loader
+    per run and batch size), and ``pin_memory`` when batches go to a CUDA device.
+    """
 
     data: torch.utils.data.Dataset[Any]
     size: int
     input_shape: tuple[int, ...]
     float_targets: bool
+    num_workers: int | None = None
+    _loaders: dict[tuple[Any, ...], torch.utils.data.DataLoader[Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __len__(self) -> int:
         return self.size
 
     def to(self, device: torch.device) -> StreamSplit:
         return self  # each batch goes to the device as it is read
+
+    def loader(
+        self,
+        batch_size: int,
+        device: torch.device,
+        shuffle: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> torch.utils.data.DataLoader[Any]:
+        """The split's DataLoader for these settings: the same object while they stay (its
+        workers persist across epochs), a new one when they change (the old one's workers
+        end)."""
+        key = (batch_size, device.type, id(shuffle), drop_last)
+        found = self._loaders.get(key)
+        if found is None:
+            self._loaders.clear()
+            workers = loader_workers(device) if self.num_workers is None else self.num_workers
+            found = self._loaders[key] = torch.utils.data.DataLoader(
+                self.data, batch_size=batch_size, shuffle=shuffle is not None,
+                generator=shuffle, drop_last=drop_last, pin_memory=device.type == "cuda",
+                num_workers=workers, persistent_workers=workers > 0,
+            )  # fmt: skip
+        return found
 
     def batches(
         self,
@@ -64,13 +101,40 @@ class StreamSplit:
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The split's batches on ``device``, shuffled by ``shuffle`` if given."""
-        loader = torch.utils.data.DataLoader(
-            self.data, batch_size=batch_size, shuffle=shuffle is not None, generator=shuffle,
-            drop_last=drop_last, pin_memory=device.type == "cuda",
-        )  # fmt: skip
-        for xb, yb in loader:
+        for xb, yb in self.loader(batch_size, device, shuffle, drop_last):
             yb = yb.float() if self.float_targets else yb.long()
             yield xb.float().to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+    def release(self) -> None:
+        """End the loaders' worker processes (they end with the split anyway)."""
+        self._loaders.clear()
+
+
+def loader_workers(device: torch.device) -> int:
+    """DataLoader workers for a streamed split trained on ``device``.
+
+    On the CPU none: the items are read in the training process. A worker would compete with
+    the training threads for the same cores (on this 2-core machine one worker made an
+    augmented CNN epoch 14% slower than none: ``bench/bench_stream.py``), and its CPU time
+    would read as another process's load to the thread policy. On an accelerator, where the
+    CPU is otherwise idle while the device computes: the CPUs this process may run on, less
+    one for the training process, at most 4.
+    """
+    if device.type == "cpu":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
+def streamed(split: Split) -> StreamSplit:
+    """``split``'s tensors read through a DataLoader (``data_on_device: never``)."""
+    data = torch.utils.data.TensorDataset(split.x, split.y)
+    return StreamSplit(
+        data, len(split), tuple(split.x.shape[1:]), split.y.is_floating_point(), num_workers=0
+    )
 
 
 @dataclass(frozen=True)
@@ -96,6 +160,16 @@ class Dataset:
             self.name, self.train.to(device), self.val.to(device), self.test.to(device),
             self.num_classes,
         )  # fmt: skip
+
+    def streamed(self) -> Dataset:
+        """The same data, every split read through a DataLoader (``data_on_device: never``)."""
+
+        def stream(s: Split | StreamSplit) -> StreamSplit:
+            return s if isinstance(s, StreamSplit) else streamed(s)
+
+        return Dataset(
+            self.name, stream(self.train), stream(self.val), stream(self.test), self.num_classes
+        )
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:

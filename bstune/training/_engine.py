@@ -74,6 +74,9 @@ class RunSpec:
     """CPU threads: ``auto`` (see :mod:`bstune.training._threads`) or a fixed count."""
     thread_choices: MutableMapping[str, int] | None = None
     """Where ``auto`` remembers its calibrations (default: this process's memory)."""
+    data_on_device: str = "auto"
+    """``never``: every split is read through a DataLoader each epoch (see
+    :class:`bstune.data.StreamSplit`) instead of held on the device as tensors."""
 
     @classmethod
     def from_study(cls, cfg: StudyConfig, dataset: Dataset, hparams: Hyperparams) -> RunSpec:
@@ -82,6 +85,7 @@ class RunSpec:
         return cls(
             dataset, cfg.model, hparams, t.epochs, t.device, t.precision, t.seed, t.drop_last,
             t.eval_batch_size, noise_scale_every=t.noise_scale_every, threads=t.threads,
+            data_on_device=t.data_on_device,
         )  # fmt: skip
 
 
@@ -200,13 +204,18 @@ def train(spec: RunSpec, on_epoch: Callable[[EpochStats], None] | None = None) -
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     with sole_run() as alone:
-        if not alone:  # another run in this process (threads): the thread count is shared
-            return _train(spec, device, amp_dtype, on_epoch, own_threads=False)
-        before = torch.get_num_threads()
         try:
-            return _train(spec, device, amp_dtype, on_epoch, own_threads=True)
+            if not alone:  # another run in this process (threads): the thread count is shared
+                return _train(spec, device, amp_dtype, on_epoch, own_threads=False)
+            before = torch.get_num_threads()
+            try:
+                return _train(spec, device, amp_dtype, on_epoch, own_threads=True)
+            finally:
+                torch.set_num_threads(before)  # the caller's setting, as it was
         finally:
-            torch.set_num_threads(before)  # the caller's setting, as it was
+            for split in (spec.dataset.train, spec.dataset.val, spec.dataset.test):
+                if isinstance(split, StreamSplit):
+                    split.release()  # the run's loader workers end with it
 
 
 def _train(
@@ -223,7 +232,7 @@ def _train(
     shuffle = torch.Generator().manual_seed(spec.seed)
 
     t0 = clock.now()
-    data = spec.dataset.to(device)
+    data = spec.dataset.streamed() if spec.data_on_device == "never" else spec.dataset.to(device)
     data_time = clock.now() - t0
 
     model = _build(spec, data).to(device)

@@ -76,7 +76,8 @@ class Objective:
     the first call, shared by every trial of this process), model, search space and training.
     ``Objective(model=..., train=..., val=..., space=...)``: your own ``nn.Module`` factory
     (called with no argument, with the trial's :class:`Hyperparams`, or with those and the
-    trial) and your data (see :func:`bstune.data._user_data.as_dataset`). ``loss`` replaces
+    trial) and your data (see :func:`bstune.data._user_data.as_dataset`: ``data_on_device``
+    says whether a ``Dataset`` is held as tensors or streamed). ``loss`` replaces
     cross-entropy; ``prefix`` goes before bstune's parameter names, so a wrapper objective's own
     parameters cannot clash with them.
 
@@ -117,6 +118,7 @@ class Objective:
         max_memory_mb: float | None = None,
         prefix: str = "",
         threads: int | str = "auto",
+        data_on_device: str = "auto",
     ) -> None:
         own = (model, train, val, test, space, objectives)
         if config is not None:
@@ -135,12 +137,13 @@ class Objective:
                 raise ConfigError("Objective: expected a study config, or model=, train= and val=")
             self.space = _space(space)
             self.training = _training(
-                epochs=epochs, device=device, precision=precision, seed=seed, threads=threads
-            )
+                epochs=epochs, device=device, precision=precision, seed=seed, threads=threads,
+                data_on_device=data_on_device,
+            )  # fmt: skip
             self.max_memory_mb = max_memory_mb
             self.objectives = _objectives(objectives)
             self._model = model
-            self._dataset = as_dataset(train, val, test)
+            self._dataset = as_dataset(train, val, test, self.training.data_on_device)
         self.config = config
         self.loss = loss
         self.prefix = prefix
@@ -179,7 +182,7 @@ class Objective:
             self.dataset, model, hparams, t.epochs, t.device, t.precision, t.seed, t.drop_last,
             t.eval_batch_size, evaluate_test=len(self.dataset.test) > 0, loss=self.loss,
             noise_scale_every=t.noise_scale_every, threads=t.threads,
-            thread_choices=self.thread_choices,
+            thread_choices=self.thread_choices, data_on_device=t.data_on_device,
         )  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
