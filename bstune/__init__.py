@@ -2,9 +2,10 @@
 
 The public API is what this module exports, for the three ways bstune is used; each layer's
 package (:mod:`bstune.config`, :mod:`bstune.data`, :mod:`bstune.training`,
-:mod:`bstune.analysis`, :mod:`bstune.tune`, :mod:`bstune.probing`) exports its lower-level
-pieces. Everything in a module whose name starts with ``_`` is private and may change. Names are
-imported on first use, so ``import bstune`` (and ``bstune --help``) does not load torch.
+:mod:`bstune.analysis`, :mod:`bstune.tune`, :mod:`bstune.probing`, :mod:`bstune.integrations`)
+exports its lower-level pieces. Everything in a module whose name starts with ``_`` is private
+and may change. Names are imported on first use, so ``import bstune`` (and ``bstune --help``)
+does not load torch.
 
 Example:
     >>> import bstune
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from bstune.tune._pruning import KeepFront, report_val_loss
     from bstune.tune._space import Sampled, suggest
     from bstune.tune._study import open_study, run_study
+    from bstune.tune._trained import load_model
 
 _EXPORTS = {
     # A study file: optimize it, report on it, probe which batch sizes fit.
@@ -56,6 +58,7 @@ _EXPORTS = {
     "Report": "analysis._report",
     "Constraints": "analysis._report",
     "probe": "probing._probe",
+    "load_model": "tune._trained",
     # bstune's objective, or its pieces, inside your own Optuna code.
     "Objective": "tune._objective",
     "SearchSpace": "config._schema",
@@ -121,6 +124,7 @@ __all__ = [
     "__version__",
     "build_report",
     "load_dataset",
+    "load_model",
     "load_study",
     "measure_steps",
     "open_study",
@@ -135,7 +139,7 @@ __all__ = [
 
 
 # The layers' packages, imported on first use: ``import bstune`` then ``bstune.training.X``.
-_LAYERS = ("analysis", "cli", "config", "data", "probing", "training", "tune")
+_LAYERS = ("analysis", "cli", "config", "data", "integrations", "probing", "training", "tune")
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from bstune import __version__
 from bstune.cli._exit import EXIT_BAD_INPUT
+from bstune.cli._export import _cmd_export
 from bstune.cli._optimize import _cmd_optimize
 from bstune.cli._probe import _cmd_probe
 from bstune.cli._read import _cmd_dashboard, _cmd_report
@@ -61,6 +62,18 @@ _fraction = _number(float, lambda v: 0 <= v <= 1, "an accuracy between 0 and 1")
 
 
 _port = _number(int, lambda v: 0 < v < 65536, "a port number 1..65535")
+
+
+def _trial_number(text: str) -> int | str:
+    if text == "knee":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a trial number or knee, got {text!r}")
+    return value
 
 
 def _references(text: str) -> dict[str, float]:
@@ -222,6 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser(
+        "export",
+        help="a trial's trained weights, kept in the study's artifact store, to a file",
+        description="Write a trial's trained weights (kept by artifacts.keep: front or all) to "
+        "a file; bstune.load_model(FILE) gives the model back, ready for inference.",
+    )
+    _add_study_args(p)
+    p.add_argument(
+        "--trial", type=_trial_number, required=True, metavar="N",
+        help="the trial's number, or knee: the knee of the study's Pareto front",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (new)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "probe",

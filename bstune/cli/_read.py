@@ -18,7 +18,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bstune.config._errors import ConfigError
 
     throughput = read_probe_throughput(args.probe) if args.probe else None  # before the storage
-    cfg, _, study = _stored_study(args, read_only=True)
+    cfg, url, study = _stored_study(args, read_only=True)
     unknown = sorted(set(args.reference) - set(cfg.objectives))
     if unknown:
         raise ConfigError(
@@ -40,6 +40,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise ConfigError(f"--out {args.out}: cannot write there ({e.strerror})") from None
         print(f"wrote {len(written)} files to {out}: "
               + ", ".join(p.name for p in written), file=sys.stderr)  # fmt: skip
+        from bstune.tune._report_files import upload_report
+
+        try:
+            uploaded = upload_report(url, study.study_name, written)
+        except OSError as e:
+            print(f"the report's files were not kept with the study: {e}", file=sys.stderr)
+        else:
+            if uploaded:
+                print(f"kept them with the study as {uploaded} study artifacts (the dashboard "
+                      f"lists them)", file=sys.stderr)  # fmt: skip
     return EXIT_OK
 
 

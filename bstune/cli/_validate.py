@@ -11,12 +11,15 @@ from bstune.cli._exit import EXIT_OK
 def _cmd_validate(args: argparse.Namespace) -> int:
     from bstune.config._secrets import mask_url
     from bstune.training._models import check_factory
+    from bstune.tune._artifacts import check_artifact_store
     from bstune.tune._factories import make_pruner, make_sampler
 
     cfg = _load(args)
     make_sampler(cfg)  # a sampler that cannot serve this space is a config error too
     make_pruner(cfg.pruner)
     check_factory(cfg.model)  # a factory that cannot be imported would fail every trial
+    if cfg.artifact_store is not None:
+        check_artifact_store(cfg.artifact_store)  # a store that cannot be written
     space = cfg.search_space
     print(
         f"{args.study_file}: ok — study {cfg.study_name!r} in {mask_url(cfg.storage_url)}; "

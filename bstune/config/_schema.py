@@ -554,6 +554,27 @@ class BudgetConfig(_Config):
     max_memory_mb: float | None = Field(None, gt=0.0)
 
 
+class ArtifactsConfig(_Config):
+    """``artifacts:`` — where each kept trial's trained weights go, and which trials keep them.
+
+    ``store``: a folder (an ``optuna.artifacts.FileSystemArtifactStore``), or ``s3://bucket/
+    prefix`` / ``gs://bucket/prefix`` (Optuna's Boto3 and GCS stores; boto3 or
+    google-cloud-storage installed). Default: ``<file stem>_artifacts`` beside the study file;
+    a config not read from a file keeps no weights unless a store is named. ``keep``: ``front``
+    — the trials on the study's Pareto front (the best, with one objective), a trial's weights
+    removed when a later trial dominates it; ``all``; ``none``."""
+
+    store: str | None = None
+    keep: Literal["front", "all", "none"] = "front"
+
+    @field_validator("store")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("expected a folder, s3://bucket/prefix or gs://bucket/prefix")
+        return v
+
+
 class StudyConfig(_Config):
     """One study file, fully validated. Every section but ``dataset`` and ``model`` defaults."""
 
@@ -568,6 +589,7 @@ class StudyConfig(_Config):
     pruner: PrunerConfig = Field(default_factory=lambda: _MedianPruner(name="median"))
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     source: str | None = Field(None, exclude=True)
     """The file this config was read from, if any (not a study-file key)."""
 
@@ -614,5 +636,25 @@ class StudyConfig(_Config):
             return self.study.storage
         stem = Path(self.source) if self.source else Path("bstune.yaml")
         return f"sqlite:///{stem.resolve().with_suffix('.db')}"
+
+    @property
+    def artifact_store(self) -> str | None:
+        """Where kept weights go (``artifacts.store``, a folder relative to the study file, or
+        ``<file stem>_artifacts`` beside it), or None: ``keep: none``, or no store named for a
+        config not read from a file."""
+        if self.artifacts.keep == "none":
+            return None
+        store = self.artifacts.store
+        if store is not None and re.match(r"^(s3|gs)://", store):
+            return store
+        if store is not None:
+            path = Path(store).expanduser()
+            if not path.is_absolute() and self.source:
+                path = Path(self.source).resolve().parent / path
+            return str(path)
+        if not self.source:
+            return None
+        source = Path(self.source).resolve()
+        return str(source.with_name(f"{source.stem}_artifacts"))
 
 

@@ -152,9 +152,12 @@ class TrainResult:
     """Why the training time is not what this machine gives undisturbed, or None."""
     calibration_s: float = 0.0
     """Seconds spent choosing the thread count (before the clock; 0 when remembered)."""
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+    """The trained model, as training left it (on its device, in eval mode)."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "epochs"}
+        """Every measurement (not the model), the epochs as ``curves``."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("epochs", "model")}
         out["epochs"] = len(self.epochs)
         out["curves"] = [e.__dict__ for e in self.epochs]
         return out
@@ -320,6 +323,7 @@ def _train(
         load_avg=_load_avg(),
         disturbed=disturbance(use, threads, policy.cap, policy.cores, cpu),
         calibration_s=policy.choosing_s,
+        model=model.eval(),
     )
 
 

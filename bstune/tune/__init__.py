@@ -7,11 +7,16 @@ from __future__ import annotations
 from bstune._lazy import lazy_exports
 
 _EXPORTS = {
+    "ArtifactKeeper": "_artifacts",
     "KeepFront": "_pruning",
     "Objective": "_objective",
     "Sampled": "_space",
     "load_existing_study": "_study",
+    "download_weights": "_trained",
+    "load_model": "_trained",
+    "open_artifact_store": "_artifacts",
     "open_storage": "_storage",
+    "upload_report": "_report_files",
     "optimize_in_workers": "_workers",
     "open_study": "_study",
     "report_val_loss": "_pruning",

@@ -1,6 +1,7 @@
 """optuna-dashboard for a bstune study: the objectives' names, bstune's figures saved into the
 study (the Pareto front, batch size, the learning curves a multi-objective study cannot show
-there otherwise), and the server on the storage the study was opened on."""
+there otherwise), and the server on the storage the study was opened on, with the study's
+artifact store (each kept trial's weights, the report's files)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import optuna
 
 from bstune.analysis._rows import objective_names
 from bstune.config._errors import ConfigError
+from bstune.tune._artifacts import study_store
 from bstune.tune._curves import save_learning_curves
 from bstune.tune._optuna_private import storage_of
 from bstune.tune._study import is_read_only, save_report_figures
@@ -43,7 +45,7 @@ def serve_dashboard(study: optuna.Study, host: str = "127.0.0.1", port: int = 80
     """
     from optuna_dashboard import run_server
 
-    try:
-        run_server(storage_of(study), host=host, port=port)
+    try:  # with the study's artifact store: the dashboard lists each trial's saved weights
+        run_server(storage_of(study), host=host, port=port, artifact_store=study_store(study))
     except OSError as e:
         raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror})") from None

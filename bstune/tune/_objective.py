@@ -58,6 +58,7 @@ from bstune.training._engine import EpochStats, RunSpec, train
 from bstune.training._measure import is_out_of_memory, release_memory
 from bstune.training._optim import Hyperparams
 from bstune.training._threads import merge_choices
+from bstune.tune._artifacts import ArtifactKeeper, open_artifact_store
 from bstune.tune._pruning import report_val_loss
 from bstune.tune._signals import Interrupted
 from bstune.tune._space import suggest
@@ -79,7 +80,10 @@ class Objective:
     trial) and your data (see :func:`bstune.data._user_data.as_dataset`: ``data_on_device``
     says whether a ``Dataset`` is held as tensors or streamed). ``loss`` replaces
     cross-entropy; ``prefix`` goes before bstune's parameter names, so a wrapper objective's own
-    parameters cannot clash with them.
+    parameters cannot clash with them. ``artifact_store`` (a folder, or any
+    ``optuna.artifacts`` store: S3, GCS, your own) keeps trials' trained weights as ``keep``
+    says — ``front``, ``all`` or ``none`` (see :mod:`bstune.tune._artifacts`); a study file's
+    ``artifacts:`` section does the same.
 
     Every epoch reports validation loss and asks the study's pruner (the step is the epoch:
     equal data seen whatever the batch size), in single- and multi-objective studies alike.
@@ -119,6 +123,8 @@ class Objective:
         prefix: str = "",
         threads: int | str = "auto",
         data_on_device: str = "auto",
+        artifact_store: Any = None,
+        keep: str = "front",
     ) -> None:
         own = (model, train, val, test, space, objectives)
         if config is not None:
@@ -132,6 +138,7 @@ class Objective:
             self.objectives: list[str] = list(config.objectives)
             self._model: ModelConfig | OwnModel = config.model
             self._dataset: Dataset | None = None
+            self.keeper = ArtifactKeeper.from_study(config)
         else:
             if model is None or train is None or val is None:
                 raise ConfigError("Objective: expected a study config, or model=, train= and val=")
@@ -144,6 +151,12 @@ class Objective:
             self.objectives = _objectives(objectives)
             self._model = model
             self._dataset = as_dataset(train, val, test, self.training.data_on_device)
+            self.keeper = None
+            if artifact_store is not None and keep != "none":
+                store, where = artifact_store, None
+                if isinstance(store, (str, Path)):
+                    store, where = open_artifact_store(str(store)), str(store)
+                self.keeper = ArtifactKeeper(store, keep, where)
         self.config = config
         self.loss = loss
         self.prefix = prefix
@@ -282,7 +295,27 @@ class Objective:
             # PRUNED, not FAIL: samplers learn from pruned trials that this region is bad.
             raise optuna.TrialPruned(result.diverged)
         values = objective_values(result, self.objectives)
+        if self.keeper is not None and result.model is not None:
+            self._keep(trial, result.model, values, sampled.hparams)
         return values[0] if len(values) == 1 else values
+
+    def _keep(
+        self, trial: optuna.Trial, model: nn.Module, values: list[float], hp: Hyperparams
+    ) -> None:
+        """The trial's weights to the artifact store (a store that fails costs the weights,
+        not the trial: the reason is recorded in ``bstune:artifact_error``)."""
+        assert self.keeper is not None
+        about = {
+            "model": self._model.model_dump() if isinstance(self._model, ModelConfig) else None,
+            "input_shape": list(self.dataset.input_shape),
+            "num_classes": self.dataset.num_classes,
+            "hparams": dict(hp.__dict__),
+            "objectives": list(self.objectives),
+        }
+        try:
+            self.keeper.keep_trial(trial, model, values, about)
+        except (OSError, RuntimeError, ValueError) as e:
+            trial.set_user_attr(f"{ATTR}artifact_error", f"{type(e).__name__}: {e}")
 
     def _known_threads(self, trial: optuna.Trial) -> set[str]:
         """The calibrations known before this trial: the study's, read once per process."""

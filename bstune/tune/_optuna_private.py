@@ -19,6 +19,10 @@ test fails with a message naming it — never silently different decisions.
   attributes of a trial in one transaction of three statements (Optuna commits each
   ``set_user_attr`` on its own, with a look-up of the trial each: ~1.5 ms each on SQLite).
   ``Trial._cached_frozen_trial``: the running trial's own view of its attributes, kept in step.
+- ``storages._rdb.models.TrialSystemAttributeModel``, ``StudySystemAttributeModel`` and
+  ``FrozenTrial._system_attrs``: deleting the record of an artifact whose file was removed
+  (Optuna has no call for it, and refuses any change to a finished trial; optuna-dashboard's own
+  delete writes null, which Optuna's ``get_all_artifact_meta`` then fails on).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "HyperbandDelegate",
     "backend_of",
     "fail_running_trial",
+    "forget_artifact",
     "latest_trial",
     "n_warmup_steps",
     "set_user_attrs",
@@ -113,6 +118,47 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
             [{"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()],
         )
     trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def forget_artifact(
+    study: optuna.Study, artifact_id: str, trial: FrozenTrial | None = None
+) -> bool:
+    """Delete the record of artifact ``artifact_id`` (system attribute ``artifacts:<id>``) from
+    ``trial`` — finished: Optuna refuses any change to it — or from ``study``, so that Optuna's
+    ``get_all_artifact_meta`` and optuna-dashboard list it no more. Database storages only;
+    returns whether a record was deleted."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    key = f"artifacts:{artifact_id}"
+    backend = backend_of(storage_of(study))
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return False
+    session = backend.scoped_session()
+    try:
+        if trial is not None:
+            t_table = models.TrialSystemAttributeModel
+            done = session.execute(
+                sqlalchemy.delete(t_table).where(
+                    t_table.trial_id == trial._trial_id, t_table.key == key
+                )
+            )
+        else:
+            s_table = models.StudySystemAttributeModel
+            done = session.execute(
+                sqlalchemy.delete(s_table).where(
+                    s_table.study_id == study._study_id, s_table.key == key
+                )
+            )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    if trial is not None:  # the cached record (deepcopy=False), as the storage holds it now
+        trial._system_attrs.pop(key, None)
+    return bool(getattr(done, "rowcount", 0))
 
 
 def fail_running_trial(study: optuna.Study, trial: FrozenTrial, reason: str, **attrs: Any) -> None:

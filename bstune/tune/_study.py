@@ -26,6 +26,7 @@ from bstune.config._errors import ConfigError
 from bstune.config._objectives import ATTR, DIRECTIONS
 from bstune.config._schema import StudyConfig
 from bstune.config._secrets import mask_passwords, mask_url
+from bstune.tune._artifacts import STORE_ATTR, check_artifact_store
 from bstune.tune._curves import CurvesRefresher
 from bstune.tune._factories import make_pruner, make_sampler
 from bstune.tune._identity import IDENTITY_ATTR, check_identity, identity
@@ -69,6 +70,9 @@ def open_study(
             f"hold at most {MAX_NAME_LENGTH}"
         )
     directions = [DIRECTIONS[o] for o in cfg.objectives]
+    artifacts = cfg.artifact_store
+    if artifacts is not None:
+        check_artifact_store(artifacts)  # before anything is stored
     store = open_storage(url, cfg.study)
     study = optuna.create_study(
         storage=store,
@@ -107,6 +111,8 @@ def open_study(
     if cfg.source and Path(cfg.source).is_file():
         text = mask_passwords(Path(cfg.source).read_text(encoding="utf-8"))
         study.set_user_attr(f"{ATTR}study_file", text)
+    if artifacts is not None and study.user_attrs.get(STORE_ATTR) != artifacts:
+        study.set_user_attr(STORE_ATTR, artifacts)  # where load_model and the dashboard look
     return study
 
 

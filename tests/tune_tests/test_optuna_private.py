@@ -105,6 +105,29 @@ def test_several_user_attributes_in_one_write(tmp_path, storage: str) -> None:  
         private.set_user_attrs(trial, {"a": 2.0})
 
 
+def test_an_artifact_record_is_deleted_from_a_finished_trial_and_a_study(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = optuna.artifacts.FileSystemArtifactStore(tmp_path)
+    (tmp_path / "w.txt").write_text("weights")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/a.db")
+    trial = study.ask()
+    on_trial = optuna.artifacts.upload_artifact(
+        artifact_store=store, file_path=str(tmp_path / "w.txt"), study_or_trial=trial
+    )
+    on_study = optuna.artifacts.upload_artifact(
+        artifact_store=store, file_path=str(tmp_path / "w.txt"), study_or_trial=study
+    )
+    study.tell(trial, 1.0)
+    [frozen] = study.get_trials(deepcopy=False)
+    assert private.forget_artifact(study, on_trial, frozen), "the trial's record was not found"
+    assert private.forget_artifact(study, on_study), "the study's record was not found"
+    again = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/a.db")
+    assert optuna.artifacts.get_all_artifact_meta(again.trials[0], storage=again._storage) == []
+    assert optuna.artifacts.get_all_artifact_meta(again) == []
+    assert optuna.artifacts.get_all_artifact_meta(frozen, storage=study._storage) == []
+    memory = optuna.create_study()
+    assert not private.forget_artifact(memory, "x")  # not a database: nothing to delete
+
+
 _PACKAGE = Path(__file__).resolve().parents[2] / "bstune"
 _MODULES = sorted(
     ".".join(p.relative_to(_PACKAGE).with_suffix("").parts)
