@@ -113,10 +113,11 @@ class StreamSplit:
 def loader_workers(device: torch.device) -> int:
     """DataLoader workers for a streamed split trained on ``device``.
 
-    On the CPU none: the items are read in the training process. A worker would compete with
-    the training threads for the same cores (on this 2-core machine one worker made an
-    augmented CNN epoch 14% slower than none: ``bench/bench_stream.py``), and its CPU time
-    would read as another process's load to the thread policy. On an accelerator, where the
+    On the CPU none: the items are read in the training process. A worker competes with the
+    training threads for the same cores — on this 2-core machine one worker was no faster than
+    none for an augmented CNN (14% slower and 2% faster in two quiet runs of
+    ``bench/bench_stream.py``) — and its CPU time would read as another process's load to the
+    thread policy, which would then train with fewer threads and call the timing disturbed. On an accelerator, where the
     CPU is otherwise idle while the device computes: the CPUs this process may run on, less
     one for the training process, at most 4.
     """
