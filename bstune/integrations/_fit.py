@@ -39,7 +39,7 @@ from bstune.tune._optuna_private import set_user_attrs
 from bstune.tune._pruning import report_val_loss
 from bstune.tune._trial_record import flat_metrics
 
-__all__ = ["FitTracker"]
+__all__ = ["FitResults", "FitTracker"]
 
 
 class FitTracker:
@@ -297,3 +297,30 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out
+
+
+class FitResults:
+    """What a framework callback gives the objective, read from its :class:`FitTracker`."""
+
+    tracker: FitTracker
+
+    @property
+    def train_time_s(self) -> float:
+        return self.tracker.train_time_s
+
+    @property
+    def peak_memory_mb(self) -> float:
+        return self.tracker.peak_memory_mb
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.tracker.samples_per_s
+
+    def values(self) -> float | list[float]:
+        """The study's objective values for this trial (see :meth:`FitTracker.values`)."""
+        return self.tracker.values()
+
+    def check_pruned(self) -> None:
+        """Raise ``optuna.TrialPruned`` if the pruner stopped this trial (training already
+        does, as it ends)."""
+        self.tracker.check_pruned()

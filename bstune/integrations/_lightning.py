@@ -16,12 +16,12 @@ except ImportError as e:  # pragma: no cover - the extra is not installed
         f"(install the CPU or CUDA torch you want first) ({e})"
     ) from None
 
-from bstune.integrations._fit import FitTracker
+from bstune.integrations._fit import FitResults, FitTracker
 
 __all__ = ["BstuneCallback"]
 
 
-class BstuneCallback(pl.Callback):
+class BstuneCallback(FitResults, pl.Callback):
     """Prune a trial on ``monitor`` after each validation, in single- and multi-objective
     studies alike, and measure its training time and peak memory as bstune's engine does.
 
@@ -60,23 +60,6 @@ class BstuneCallback(pl.Callback):
     ) -> None:
         super().__init__()
         self.tracker = FitTracker(trial, monitor, objectives, accuracy)
-
-    # what the objective reads
-    @property
-    def train_time_s(self) -> float:
-        return self.tracker.train_time_s
-
-    @property
-    def peak_memory_mb(self) -> float:
-        return self.tracker.peak_memory_mb
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.tracker.samples_per_s
-
-    def values(self) -> float | list[float]:
-        """The study's objective values for this trial (see :meth:`FitTracker.values`)."""
-        return self.tracker.values()
 
     # Lightning's hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -119,10 +102,6 @@ class BstuneCallback(pl.Callback):
         self.tracker.record()
         self.tracker.check_pruned()
 
-    def check_pruned(self) -> None:
-        """Raise ``optuna.TrialPruned`` if the pruner stopped this trial (``fit`` already
-        does, as training ends)."""
-        self.tracker.check_pruned()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

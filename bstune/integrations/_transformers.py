@@ -16,12 +16,12 @@ except ImportError as e:  # pragma: no cover - the extra is not installed
         f"'bstune[transformers]' (install the CPU or CUDA torch you want first) ({e})"
     ) from None
 
-from bstune.integrations._fit import FitTracker
+from bstune.integrations._fit import FitResults, FitTracker
 
 __all__ = ["BstuneTrainerCallback"]
 
 
-class BstuneTrainerCallback(TrainerCallback):
+class BstuneTrainerCallback(FitResults, TrainerCallback):
     """Prune a trial on ``monitor`` at each evaluation of a ``transformers.Trainer``, in single-
     and multi-objective studies alike, and measure its training time and peak memory as
     bstune's engine does.
@@ -62,27 +62,6 @@ class BstuneTrainerCallback(TrainerCallback):
         accuracy: str = "eval_accuracy",
     ) -> None:
         self.tracker = FitTracker(trial, monitor, objectives, accuracy)
-
-    @property
-    def train_time_s(self) -> float:
-        return self.tracker.train_time_s
-
-    @property
-    def peak_memory_mb(self) -> float:
-        return self.tracker.peak_memory_mb
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.tracker.samples_per_s
-
-    def values(self) -> float | list[float]:
-        """The study's objective values for this trial (see :meth:`FitTracker.values`)."""
-        return self.tracker.values()
-
-    def check_pruned(self) -> None:
-        """Raise ``optuna.TrialPruned`` if the pruner stopped this trial (``train()`` already
-        does, as training ends)."""
-        self.tracker.check_pruned()
 
     # the Trainer's hooks
     def on_train_begin(
