@@ -103,8 +103,8 @@ def download_weights(
         why = (
             f"it ended {trial.state.name}"
             if trial.state.name != "COMPLETE"
-            else "a completed trial dominated it when it ended (keep: front), or the study "
-            "kept none"
+            else "under keep: front, a completed trial dominated it when it ended; or the "
+            "study kept none"
         )
         raise ConfigError(
             f"trial {trial_number} of study {opened.study_name!r} has no saved weights ({why}); "
