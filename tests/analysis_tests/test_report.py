@@ -30,6 +30,19 @@ def test_non_dominated_with_ties_and_duplicates() -> None:
     assert non_dominated(pts).tolist() == [True, True, True, True, False, False, False]
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_non_dominated_agrees_with_the_pairwise_definition(m: int) -> None:
+    """The sweep (2-D) and the blocked front (3-D and up) against every pair compared, on
+    random points and on a coarse grid full of ties and duplicates."""
+    rng = np.random.default_rng(m)
+    for n in (0, 1, 5, 300, 700):
+        for pts in (rng.random((n, m)), rng.integers(0, 5, (n, m)).astype(float)):
+            pairwise = np.array([
+                not np.any(np.all(pts <= p, axis=1) & np.any(pts < p, axis=1)) for p in pts
+            ], dtype=bool)  # fmt: skip
+            assert non_dominated(pts).tolist() == pairwise.tolist(), (n, m)
+
+
 def test_hypervolume_by_hand() -> None:
     # 2-D staircase: three unit-wide columns of height 1, 2, 3
     assert hypervolume(np.array([[1, 3], [2, 2], [3, 1]]), np.array([4, 4])) == pytest.approx(6)
