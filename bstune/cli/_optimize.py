@@ -39,8 +39,10 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         from bstune.tune._workers import WORKER_ATTR
 
         objective.trial_attrs[WORKER_ATTR] = {"slot": args.worker[0], "pid": os.getpid()}
+        figures = "running" if args.worker[0] == 0 else "none"  # the supervisor: the last
         summary = run_study(study, cfg, n_trials=n_trials, timeout=timeout,
-                            callbacks=[_trial_line], objective=objective)  # fmt: skip
+                            callbacks=[_trial_line], objective=objective,
+                            figures=figures)  # fmt: skip
         return EXIT_INTERRUPTED.get(summary.interrupted or "", EXIT_OK)
     url = args.storage or cfg.storage_url
     print(

@@ -12,6 +12,7 @@ from bstune.cli._exit import EXIT_BAD_INPUT
 from bstune.cli._export import _cmd_export
 from bstune.cli._optimize import _cmd_optimize
 from bstune.cli._probe import _cmd_probe
+from bstune.cli._proxy import _cmd_storage_proxy
 from bstune.cli._read import _cmd_dashboard, _cmd_report
 from bstune.cli._train import _cmd_train
 from bstune.cli._validate import _cmd_validate
@@ -235,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser(
+        "storage-proxy",
+        help="Optuna's gRPC storage proxy in front of a study database (grpc://HOST:PORT)",
+        description="Serve a database storage to workers through Optuna's gRPC storage proxy: "
+        "they use --storage grpc://HOST:PORT instead of connecting to the database, which then "
+        "serves one connection pool instead of one per worker. Bound to 127.0.0.1 unless "
+        "--host says otherwise.",
+    )
+    p.add_argument(
+        "--storage", help="the database URL to serve (default: $BSTUNE_STORAGE, $OPTUNA_STORAGE)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=13000, help="port (default 13000)")
+    p.set_defaults(func=_cmd_storage_proxy)
 
     p = sub.add_parser(
         "export",

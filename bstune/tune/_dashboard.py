@@ -12,9 +12,8 @@ import optuna
 from bstune.analysis._rows import objective_names
 from bstune.config._errors import ConfigError
 from bstune.tune._artifacts import study_store
-from bstune.tune._curves import save_learning_curves
 from bstune.tune._optuna_private import storage_of
-from bstune.tune._study import is_read_only, save_report_figures
+from bstune.tune._study import is_read_only, save_study_figures
 
 __all__ = ["prepare_for_dashboard", "serve_dashboard"]
 
@@ -31,9 +30,7 @@ def prepare_for_dashboard(study: optuna.Study) -> bool:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still there in 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)
-    save_report_figures(study)
-    if len(study.directions) > 1:
-        save_learning_curves(study)
+    save_study_figures(study)
     return True
 
 

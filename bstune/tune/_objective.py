@@ -37,10 +37,12 @@ trial carries ``memory_mb`` (<= 0 when it fits).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,8 @@ class Objective:
         self.engine_seconds = 0.0  # wall time inside the engine, for overhead measurements
         self.report_seconds = 0.0  # of which reporting and pruning decisions
         self.before_trial: Callable[[], None] | None = None  # e.g. refresh the curves figure
+        # around each trial's run (bstune's own heartbeat through the gRPC storage proxy)
+        self.around_trial: Callable[[optuna.Trial], AbstractContextManager[None]] | None = None
         self.interrupted: list[int] = []  # numbers of the trials a signal stopped
         self.trial_attrs: dict[str, Any] = {}  # set on each trial as it starts (worker tags)
         self.stop_signal: int | None = None  # set by run_study when SIGINT or SIGTERM arrives
@@ -199,8 +203,10 @@ class Objective:
         )  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        around = self.around_trial(trial) if self.around_trial else contextlib.nullcontext()
         try:
-            return self._run(trial)
+            with around:
+                return self._run(trial)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM while a study runs

@@ -27,9 +27,10 @@ from bstune.config._objectives import ATTR, DIRECTIONS
 from bstune.config._schema import StudyConfig
 from bstune.config._secrets import mask_passwords, mask_url
 from bstune.tune._artifacts import STORE_ATTR, check_artifact_store
-from bstune.tune._curves import CurvesRefresher
+from bstune.tune._curves import CurvesRefresher, save_learning_curves
 from bstune.tune._factories import make_pruner, make_sampler
 from bstune.tune._identity import IDENTITY_ATTR, check_identity, identity
+from bstune.tune._liveness import ProxyHeartbeat, needs_own_heartbeat
 from bstune.tune._signals import interruptible
 from bstune.tune._storage import checkpoint_sqlite, open_storage, refuse_memory
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_NAME_LENGTH",
     "OptimizeSummary",
-    "abandon",
     "is_read_only",
     "load_existing_study",
     "open_study",
@@ -219,15 +219,35 @@ def run_study(
     show_progress_bar: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
     objective: Objective | None = None,
+    figures: str = "all",
 ) -> OptimizeSummary:
-    """Run trials: a bad trial (divergence: PRUNED; an exception: FAIL) never stops the study."""
+    """Run trials: a bad trial (divergence: PRUNED; an exception: FAIL) never stops the study.
+
+    ``figures``: ``all`` — the learning-curve figure saved into the study while it runs (at
+    most once a minute) and bstune's figures at the end; ``running`` — while it runs only (a
+    ``--n-jobs`` worker 0: the supervisor saves the final ones); ``none``.
+    """
     from bstune.tune._objective import Objective
 
     objective = objective or Objective(cfg)
     check_batch_sizes(cfg, len(objective.dataset.train))  # before any trial starts
-    figure = CurvesRefresher(study) if len(cfg.objectives) > 1 else None
+    curves = len(cfg.objectives) > 1 and figures in ("all", "running")
+    figure = CurvesRefresher(study) if curves else None
+    before_trial: list[Callable[[], object]] = []
     if figure is not None:  # the dashboard draws single-objective curves itself
-        objective.before_trial = figure.maybe_refresh
+        before_trial.append(figure.maybe_refresh)
+    if cfg.study.heartbeat_interval and needs_own_heartbeat(study):  # the gRPC proxy
+        heartbeat = ProxyHeartbeat(study, cfg.study)
+        heartbeat.reap()  # first: a dead worker's trial queued now runs before new ones
+        before_trial.append(heartbeat.reap)
+        objective.around_trial = heartbeat.beating
+    if before_trial:
+
+        def run_hooks() -> None:
+            for hook in before_trial:
+                hook()
+
+        objective.before_trial = run_hooks
     before = started_trials(study)
     objective.stop_signal = None
     objective.interrupted.clear()  # an earlier call's were queued again by that call
@@ -254,13 +274,20 @@ def run_study(
         interrupted = signal.Signals(objective.stop_signal).name
         _requeue(study, objective.interrupted)
     try:
-        if figure is not None:
-            figure.refresh()
-        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            save_report_figures(study)
+        if figures == "all":
+            save_study_figures(study)
     finally:
         checkpoint_sqlite()  # a copy of the .db alone then holds every trial
     return OptimizeSummary(study, trials_since(study, before), interrupted)
+
+
+def save_study_figures(study: optuna.Study) -> None:
+    """bstune's figures saved into ``study`` for optuna-dashboard: the learning curves (several
+    objectives) and the report's Pareto and batch-size figures."""
+    if len(study.directions) > 1:
+        save_learning_curves(study)
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        save_report_figures(study)
 
 
 def started_trials(study: optuna.Study) -> set[int]:
@@ -283,25 +310,6 @@ def _requeue(study: optuna.Study, numbers: Sequence[int]) -> None:
     for t in study.get_trials(deepcopy=False):
         if t.number in numbers:
             study.enqueue_trial(t.params, user_attrs={f"{ATTR}retry_of": t.number})
-
-
-def abandon(study: optuna.Study, trials: Sequence[FrozenTrial], reason: str) -> list[int]:
-    """Fail the trials among ``trials`` still RUNNING though their process is gone (a killed
-    worker), recording ``reason``, and queue their parameters so that they run again; their
-    numbers."""
-    from bstune.tune._optuna_private import fail_running_trial
-
-    stored = study.get_trials(deepcopy=False)  # one read: numbers index a study's trials
-    lost = []
-    for t in trials:
-        current = stored[t.number]
-        if current.state != TrialState.RUNNING:
-            continue
-        fail_running_trial(study, current, reason)
-        if current.params:
-            study.enqueue_trial(current.params, user_attrs={f"{ATTR}retry_of": current.number})
-        lost.append(current.number)
-    return lost
 
 
 def save_report_figures(study: optuna.Study) -> None:

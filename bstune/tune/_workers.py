@@ -28,7 +28,8 @@ from typing import Any
 import optuna
 
 from bstune.config._schema import StudyConfig
-from bstune.tune._study import OptimizeSummary, abandon, started_trials, trials_since
+from bstune.tune._liveness import abandon
+from bstune.tune._study import OptimizeSummary, save_study_figures, started_trials, trials_since
 
 __all__ = [
     "MAX_RESTARTS",
@@ -260,6 +261,7 @@ def optimize_in_workers(
         settle(pid, f"worker process {pid} was killed before its trial ended")
     summary = OptimizeSummary(study, trials_since(study, before), interrupted)
     missing = 0 if interrupted else sum(max(owed[i] or 0, 0) for i in given_up)
+    save_study_figures(study)  # once, with every worker's trials (the workers save none)
     return summary, missing
 
 

@@ -339,3 +339,38 @@ def test_steps_are_equal_data_seen_when_epochs_drop_a_partial_batch(tmp_path: Pa
     expected = sorted({k * 1000 // n_train for k in range(1, 6)} - {0})
     assert sorted(val_loss_curve(trial)) == expected
     assert len(trial.user_attrs["bstune:metrics"]["curves"]["val_loss"]) == 5
+
+
+def test_the_learning_curves_figure_stays_bounded() -> None:
+    """At most MAX_CURVES curves whatever the study's size: the best completed trials' and the
+    most recent."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from bstune.tune._curves import MAX_CURVES, learning_curves
+
+    def metrics(i: int) -> dict:  # type: ignore[type-arg]
+        final = 1.0 + (i * 7919 % 1000) / 1000  # scattered, not in trial order
+        return {"curves": {"val_loss": [2.0, final]}, "hparams": {"batch_size": 32}}
+
+    trials = [
+        create_trial(
+            state=TrialState.COMPLETE if i % 3 else TrialState.PRUNED,
+            values=[float(i)] if i % 3 else None,
+            params={"x": 0.5},
+            distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"bstune:metrics": metrics(i)},
+        )
+        for i in range(1000)
+    ]
+    for i, t in enumerate(trials):
+        t.number = i
+    everything = learning_curves(trials)
+    bounded = learning_curves(trials, MAX_CURVES)
+    assert len(everything) == 1000 and len(bounded) == MAX_CURVES
+    done = sorted(
+        (c for c in everything if c["state"] == "COMPLETE"), key=lambda c: c["val_loss"][-1]
+    )
+    numbers = [c["number"] for c in bounded]
+    assert {c["number"] for c in done[: MAX_CURVES // 2]} <= set(numbers)  # the best kept
+    assert numbers[-1] == 999 and numbers == sorted(numbers)  # the most recent, in order

@@ -1,0 +1,128 @@
+"""Optuna's gRPC storage proxy: `bstune storage-proxy` in front of a study database, workers on
+grpc://HOST:PORT, a killed worker's trial failed and retried through bstune's own heartbeat,
+and bad URLs."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+pytest.importorskip("grpc", reason="the grpc extra (grpcio) is not installed")
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bstune(*args: str | Path) -> list[str]:
+    return [str(Path(sys.executable).with_name("bstune")), *map(str, args)]
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
+    from bstune.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def proxy(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`bstune storage-proxy` serving a SQLite study database; yields (grpc URL, db URL)."""
+    db = f"sqlite:///{tmp_path}/proxied.db"
+    port = free_port()
+    proc = subprocess.Popen(bstune("storage-proxy", "--storage", db, "--port", str(port)),
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the proxy did not start: {proc.communicate()[1]}")
+        time.sleep(0.2)
+    yield f"grpc://127.0.0.1:{port}", db
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _study_file(write_study, epochs: int = 1, **study):  # type: ignore[no-untyped-def]
+    return write_study(
+        study={"name": "proxied", **study}, training={"epochs": epochs, "device": "cpu"},
+        search_space={"batch_size": {"low": 16, "high": 64}, "lr": 0.01, "optimizer": ["sgd"]},
+        sampler={"name": "random", "seed": 0}, pruner={"name": "none"},
+    )  # fmt: skip
+
+
+def test_a_study_through_the_proxy(proxy, write_study) -> None:  # type: ignore[no-untyped-def]
+    url, db = proxy
+    out = subprocess.run(bstune("optimize", _study_file(write_study), "--storage", url,
+                                "--n-trials", "4", "--no-progress"),
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    study = optuna.load_study(study_name="proxied", storage=db)  # the database behind it
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_a_killed_worker_s_trial_is_failed_and_retried(proxy, write_study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Optuna has no heartbeat through the proxy; bstune's own (bstune:alive) finds the trial
+    of a worker SIGKILLed mid-trial and queues it again."""
+    url, db = proxy
+    path = _study_file(write_study, epochs=200, heartbeat_interval=1, grace_period=3)
+    worker = subprocess.Popen(bstune("optimize", path, "--storage", url, "--n-trials", "1",
+                                     "--no-progress"), stderr=subprocess.PIPE)  # fmt: skip
+    database = tmp_path / "proxied.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until its trial is running and has beaten once
+        time.sleep(0.5)
+        if not database.exists():
+            continue
+        with sqlite3.connect(database) as conn:
+            beats = conn.execute(
+                "SELECT count(*) FROM trial_user_attributes WHERE key = 'bstune:alive'"
+            ).fetchone()[0]
+        if beats:
+            break
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    time.sleep(4)  # past the grace period
+    short = _study_file(write_study, epochs=1, heartbeat_interval=1, grace_period=3)
+    out = subprocess.run(bstune("optimize", short, "--storage", url, "--n-trials", "1",
+                                "--no-progress"), capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    trials = optuna.load_study(study_name="proxied", storage=db).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"], trials
+    assert "stopped sending heartbeats" in trials[0].user_attrs["bstune:error"]
+    assert trials[1].user_attrs["bstune:retry_of"] == 0  # its parameters, run again
+    assert trials[1].params == trials[0].params
+
+
+def test_bad_grpc_urls_are_one_line(write_study, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = _study_file(write_study)
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    code, err = _main(capsys, "optimize", path, "--storage", f"grpc://127.0.0.1:{port}")
+    assert code == 2 and err.count("\n") == 1 and "no storage proxy answered" in err, err
+    assert time.monotonic() - started < 30
+    for bad in ("grpc://127.0.0.1", "grpc://:13000", "grpc://h:99999"):
+        code, err = _main(capsys, "optimize", path, "--storage", bad)
+        assert code == 2 and err.count("\n") == 1 and "expected grpc://HOST:PORT" in err, err
+    code, err = _main(capsys, "storage-proxy", "--storage", "journal:///x.log")
+    assert code == 2 and "expected a database URL" in err
