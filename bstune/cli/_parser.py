@@ -126,6 +126,12 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-name", help="study name (study.name)")
 
 
+def _add_address_args(p: argparse.ArgumentParser, port: int) -> None:
+    """Where a server listens: loopback unless told otherwise."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=port, help=f"port (default {port})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bstune",
@@ -233,8 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the study.",
     )
     _add_study_args(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
+    _add_address_args(p, 8080)
     p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser(
@@ -248,8 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage", help="the database URL to serve (default: $BSTUNE_STORAGE, $OPTUNA_STORAGE)"
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=13000, help="port (default 13000)")
+    _add_address_args(p, 13000)
     p.set_defaults(func=_cmd_storage_proxy)
 
     p = sub.add_parser(
