@@ -14,6 +14,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
     from bstune.config._checks import check_batch_sizes
+    from bstune.config._errors import ConfigError
     from bstune.config._secrets import mask_url
     from bstune.training._models import check_factory
     from bstune.tune._objective import Objective
@@ -26,6 +27,14 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     if args.worker:
         cfg = worker_config(cfg, *args.worker)
     check_factory(cfg.model)  # before a study is opened or created
+    if args.dask:
+        from bstune.tune._dask import reach_scheduler, refuse_local_storage
+
+        refuse_local_storage(args.storage or cfg.storage_url)  # before anything is stored
+        if not (args.n_trials or cfg.budget.n_trials):
+            raise ConfigError("--dask: expected --n-trials (or budget.n_trials): a cluster run "
+                              "adds an exact number of trials")  # fmt: skip
+        reach_scheduler(args.dask).close()
     objective = Objective(cfg)
     check_batch_sizes(cfg, len(objective.dataset.train))
     study = open_study(
@@ -49,11 +58,34 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         f"study {study.study_name!r} in {mask_url(url)}: {len(study.trials)} trials stored; "
         f"adding {n_trials or 'unlimited'} trials"
         + (f" (at most {timeout:g} s)" if timeout else "")
-        + (f" with {workers} worker processes" if workers > 1 else ""),
+        + (f" with {workers} worker processes" if workers > 1 and not args.dask else "")
+        + (f" as {workers} tasks on the Dask cluster at {args.dask}" if args.dask else ""),
         file=sys.stderr,
     )
     missing = 0
-    if workers > 1:
+    if args.dask:
+        from bstune.tune._dask import optimize_on_dask
+        from bstune.tune._study import (
+            OptimizeSummary,
+            save_study_figures,
+            started_trials,
+            trials_since,
+        )
+
+        before = started_trials(study)
+        seed = args.seed if args.seed is not None else cfg.sampler.seed
+        results = optimize_on_dask(
+            cfg, url, study.study_name, n_trials or 0, workers, args.dask, args.dask_resources,
+            seed, on_line=lambda line: print(line, file=sys.stderr, flush=True),
+        )  # fmt: skip
+        for r in results:
+            if r["error"]:
+                print(f"bstune: worker {r['slot']} ({r['host']}): {r['error']}", file=sys.stderr)
+        interrupted = next((r["interrupted"] for r in results if r["interrupted"]), None)
+        summary = OptimizeSummary(study, trials_since(study, before), interrupted)
+        save_study_figures(study)
+        missing = sum(bool(r["error"]) for r in results)
+    elif workers > 1:
         from bstune.tune._workers import optimize_in_workers
 
         overrides = {f: getattr(args, f) for f in ("epochs", "device", "threads", "max_memory_mb")
@@ -73,6 +105,10 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         print(f"bstune: interrupted by {summary.interrupted}; run the same command again to "
               f"resume (interrupted trials run first)", file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED[summary.interrupted]
+    if missing and args.dask:
+        print(f"bstune: {missing} Dask workers failed (see above); run the command again to add "
+              f"what they did not run", file=sys.stderr)  # fmt: skip
+        return EXIT_STOPPED
     if missing:
         print(f"bstune: {missing} of the {n_trials} trials asked for did not run (see the worker "
               f"lines above); run the command again with --n-trials {missing} to add them",

@@ -65,6 +65,23 @@ _fraction = _number(float, lambda v: 0 <= v <= 1, "an accuracy between 0 and 1")
 _port = _number(int, lambda v: 0 < v < 65536, "a port number 1..65535")
 
 
+def _resources(text: str) -> dict[str, float]:
+    """``GPU=1,MEMORY=8e9``: Dask resources, each a name and a positive number."""
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not sep or not name.strip().isidentifier() or not 0 < number < math.inf:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=N,... with positive numbers (e.g. GPU=1), got {text!r}"
+            )
+        out[name.strip()] = number
+    return out
+
+
 def _trial_number(text: str) -> int | str:
     if text == "knee":
         return text
@@ -182,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-jobs", type=_positive_int, default=1, metavar="K",
         help="run K worker processes on this machine, sharing the study's storage (each gets "
         "its share of the trials, and on the CPU its share of the cores)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dask", metavar="ADDRESS",
+        help="run the --n-jobs workers as tasks on the Dask cluster whose scheduler is at "
+        "ADDRESS (tcp://HOST:8786); the study's storage must be a database server or grpc://",
+    )  # fmt: skip
+    p.add_argument(
+        "--dask-resources", type=_resources, default={}, metavar="NAME=N,...",
+        help="resources each worker task needs on a Dask worker, e.g. GPU=1",
     )  # fmt: skip
     p.add_argument("--worker", type=_worker, help=argparse.SUPPRESS)  # I/K: set by --n-jobs
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
