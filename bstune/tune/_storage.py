@@ -94,7 +94,9 @@ def _open_grpc(url: str) -> BaseStorage:
         raise ConfigError(f"storage {url}: expected grpc://HOST:PORT, e.g. grpc://127.0.0.1:13000")
     host, port = match.group(1).strip("[]"), int(match.group(2))
     try:
-        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+        with warnings.catch_warnings():  # "experimental" since Optuna 4.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
     except ImportError:
         raise ConfigError(
             f"storage {url}: gRPC is not installed; install bstune[grpc] (grpcio, protobuf)"
@@ -124,7 +126,9 @@ def serve_storage_proxy(url: str, host: str = "127.0.0.1", port: int = 13000) ->
         )
     storage = open_storage(url)
     try:
-        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
     except ImportError:
         raise ConfigError(
             "storage-proxy: gRPC is not installed; install bstune[grpc] (grpcio, protobuf)"
