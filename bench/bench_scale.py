@@ -3,6 +3,7 @@ through Optuna's gRPC storage proxy (issue 18, item 3).
 
     python bench/bench_scale.py --workers 4,16 --trials 1000           # what fits a 2-core box
     python bench/bench_scale.py --workers 4,16,64 --trials 10000       # the full curve
+    python bench/bench_scale.py --workers 4 --trials 600 --paths proxy
 
 Each worker is a process that imports no torch (about 90 MB): bstune's sampler and pruner from a
 study file (``make_sampler``, ``make_pruner``: TPE, median + ``keep_front``), Optuna's study
@@ -73,9 +74,9 @@ def worker(url: str, name: str, target: int, seed: int, out: str) -> None:
         quality = math.exp(-abs(math.log10(lr) + 2)) * rng.uniform(0.8, 1.0)
         time.sleep(WORK_S)  # the trial's own work
         decisions = []
+        n_done = trial.number  # the study's size as the trial starts (no extra read)
         for epoch in range(1, 6):
             loss = 2.3 * math.exp(-quality * epoch) + rng.uniform(0, 0.05)
-            n_done = len(study.get_trials(deepcopy=False))
             t0 = time.perf_counter()
             try:
                 report_val_loss(trial, epoch, loss, persist=False,
@@ -149,7 +150,7 @@ def main() -> None:
     ap.add_argument("--workers", default="4,16", help="worker process counts")
     ap.add_argument("--trials", type=int, default=1000, help="trials the study grows to")
     ap.add_argument("--storage", default=PG)
-    ap.add_argument("--no-proxy", action="store_true", help="directly only")
+    ap.add_argument("--paths", default="direct,proxy", help="direct, proxy, or both")
     args = ap.parse_args()
     import tempfile
 
@@ -160,7 +161,8 @@ def main() -> None:
     print("|---:|---|---:|---:|---:|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for k in (int(w) for w in args.workers.split(",")):
-            for path in ("direct", "gRPC proxy") if not args.no_proxy else ("direct",):
+            paths = [{"direct": "direct", "proxy": "gRPC proxy"}[p] for p in args.paths.split(",")]
+            for path in paths:
                 proxy = None
                 url = args.storage
                 if path != "direct":
