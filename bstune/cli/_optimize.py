@@ -34,7 +34,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         if not (args.n_trials or cfg.budget.n_trials):
             raise ConfigError("--dask: expected --n-trials (or budget.n_trials): a cluster run "
                               "adds an exact number of trials")  # fmt: skip
-        reach_scheduler(args.dask).close()
+        cluster = reach_scheduler(args.dask)  # before anything is stored; used below
     objective = Objective(cfg)
     check_batch_sizes(cfg, len(objective.dataset.train))
     study = open_study(
@@ -76,7 +76,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else cfg.sampler.seed
         results = optimize_on_dask(
             cfg, url, study.study_name, n_trials or 0, workers, args.dask, args.dask_resources,
-            seed, on_line=lambda line: print(line, file=sys.stderr, flush=True),
+            seed, on_line=lambda line: print(line, file=sys.stderr, flush=True), client=cluster,
         )  # fmt: skip
         for r in results:
             if r["error"]:

@@ -65,21 +65,28 @@ _fraction = _number(float, lambda v: 0 <= v <= 1, "an accuracy between 0 and 1")
 _port = _number(int, lambda v: 0 < v < 65536, "a port number 1..65535")
 
 
-def _resources(text: str) -> dict[str, float]:
-    """``GPU=1,MEMORY=8e9``: Dask resources, each a name and a positive number."""
-    out = {}
+def _named_numbers(text: str) -> list[tuple[str, str, float]]:
+    """``a=1,b=2.5`` as (name, the part as given, number) per part; a part without ``=`` or
+    whose value is not a number gets NaN, for the caller to refuse in its own words."""
+    out = []
     for part in text.split(","):
         name, sep, value = part.partition("=")
         try:
-            number = float(value)
+            number = float(value) if sep else math.nan
         except ValueError:
-            number = -1.0
-        if not sep or not name.strip().isidentifier() or not 0 < number < math.inf:
-            raise argparse.ArgumentTypeError(
-                f"expected NAME=N,... with positive numbers (e.g. GPU=1), got {text!r}"
-            )
-        out[name.strip()] = number
+            number = math.nan
+        out.append((name.strip(), part, number))
     return out
+
+
+def _resources(text: str) -> dict[str, float]:
+    """``GPU=1,MEMORY=8e9``: Dask resources, each a name and a positive number."""
+    pairs = _named_numbers(text)
+    if not all(name.isidentifier() and 0 < n < math.inf for name, _, n in pairs):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=N,... with positive numbers (e.g. GPU=1), got {text!r}"
+        )
+    return {name: n for name, _, n in pairs}
 
 
 def _trial_number(text: str) -> int | str:
@@ -96,18 +103,13 @@ def _trial_number(text: str) -> int | str:
 
 def _references(text: str) -> dict[str, float]:
     out = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = 0.0
-        if not sep or not name.strip() or not number > 0:
+    for name, part, number in _named_numbers(text):
+        if not name or not number > 0:
             raise argparse.ArgumentTypeError(
                 f"expected NAME=VALUE pairs with positive values, e.g. train_time=60,"
                 f"peak_memory=512; got {part!r}"
             )
-        out[name.strip()] = number
+        out[name] = number
     return out
 
 

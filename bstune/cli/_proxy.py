@@ -23,8 +23,10 @@ def _cmd_storage_proxy(args: argparse.Namespace) -> int:
             "storage-proxy: no storage; expected --storage DATABASE_URL, or the URL in "
             "$BSTUNE_STORAGE (keeps a password off the command line)"
         )
-    print(f"storage proxy for {mask_url(url)} on grpc://{args.host}:{args.port} (Ctrl-C stops "
-          f"it); workers use --storage grpc://{args.host}:{args.port}", file=sys.stderr,
-          flush=True)  # fmt: skip
-    serve_storage_proxy(url, args.host, args.port)
+    def ready() -> None:
+        print(f"storage proxy for {mask_url(url)} on grpc://{args.host}:{args.port} (Ctrl-C "
+              f"stops it); workers use --storage grpc://{args.host}:{args.port}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    serve_storage_proxy(url, args.host, args.port, on_ready=ready)
     return EXIT_OK

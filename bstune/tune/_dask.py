@@ -38,10 +38,10 @@ from bstune.config._errors import ConfigError
 from bstune.config._objectives import ATTR
 from bstune.config._schema import StudyConfig
 from bstune.config._secrets import mask_url
+from bstune.tune._workers import WORKER_ATTR
 
 __all__ = ["optimize_on_dask", "reach_scheduler", "refuse_local_storage"]
 
-WORKER_ATTR = f"{ATTR}worker"
 _ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -167,6 +167,7 @@ def optimize_on_dask(
     seed: int | None = None,
     on_line: Callable[[str], None] = print,
     connect_timeout_s: float = 10.0,
+    client: Any = None,
 ) -> list[dict[str, Any]]:
     """Run ``n_trials`` trials of the study in ``k`` tasks on the Dask cluster at ``address``;
     each task's summary (``ran``: trials per state, ``interrupted``, ``error``).
@@ -177,7 +178,8 @@ def optimize_on_dask(
     from distributed import Event, Queue
 
     refuse_local_storage(url)
-    client = reach_scheduler(address, connect_timeout_s)
+    if client is None:  # else: the caller's, already connected (and closed here)
+        client = reach_scheduler(address, connect_timeout_s)
     run = uuid.uuid4().hex[:12]
     try:
         sub = Queue(f"bstune-{run}", client=client)

@@ -19,7 +19,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,12 @@ def _open_grpc(url: str) -> BaseStorage:
     return proxy
 
 
-def serve_storage_proxy(url: str, host: str = "127.0.0.1", port: int = 13000) -> None:
+def serve_storage_proxy(
+    url: str,
+    host: str = "127.0.0.1",
+    port: int = 13000,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     """Serve the database storage at ``url`` to ``grpc://HOST:PORT`` clients (Optuna's
     ``run_grpc_proxy_server``) until interrupted.
 
@@ -125,6 +130,10 @@ def serve_storage_proxy(url: str, host: str = "127.0.0.1", port: int = 13000) ->
             f"postgresql://, mysql+pymysql://) for the proxy to serve"
         )
     storage = open_storage(url)
+    _check_free(host, port)
+    if on_ready is not None:  # the storage opened: say where the proxy serves it
+        on_ready()
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # its C core's log line: one is enough
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -133,8 +142,27 @@ def serve_storage_proxy(url: str, host: str = "127.0.0.1", port: int = 13000) ->
         raise ConfigError(
             "storage-proxy: gRPC is not installed; install bstune[grpc] (grpcio, protobuf)"
         ) from None
-    except RuntimeError as e:  # grpc: "Failed to bind to address"
-        raise ConfigError(f"storage-proxy: cannot serve on {host}:{port} ({e})") from None
+    except RuntimeError:  # grpc: "Failed to bind to address" (taken since the check)
+        _check_free(host, port)
+        raise
+
+
+def _check_free(host: str, port: int) -> None:
+    """Whether this machine can serve on ``host``:``port`` now.
+
+    Raises:
+        ConfigError: it cannot (in use, or not this machine's address).
+    """
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"storage-proxy: cannot serve on {host}:{port} ({e.strerror}); expected a free "
+            f"port (--port) on this machine's address (--host)"
+        ) from None
 
 
 def refuse_memory(url: str) -> None:

@@ -25,6 +25,7 @@ from bstune.tune._artifacts import (
     STORE_ATTR,
     ArtifactStore,
     open_artifact_store,
+    study_store,
 )
 
 __all__ = ["download_weights", "load_model", "read_weights"]
@@ -42,20 +43,20 @@ def _study(study: StudyLike) -> optuna.Study:
 
 
 def _store(study: optuna.Study, store: ArtifactStore | str | None) -> ArtifactStore:
-    where = store if store is not None else study.user_attrs.get(STORE_ATTR)
-    if where is None:
+    """``store`` (a store object passes through; a folder or URL is opened), else the store
+    the study records."""
+    if isinstance(store, (str, Path)):
+        return open_artifact_store(str(store))
+    found = store if store is not None else study_store(study)
+    if found is None:
+        where = study.user_attrs.get(STORE_ATTR)
         raise ConfigError(
-            f"study {study.study_name!r} records no artifact store, so it kept no trained "
-            f"weights; expected a study run with artifacts.keep front or all (or pass store=)"
-        )
-    if not isinstance(where, (str, Path)):
-        return where  # a store object: the user's own, passed through
-    if "://" not in str(where) and not Path(where).is_dir():
-        raise ConfigError(
-            f"artifact store {where}: no such folder; expected the folder the study kept its "
-            f"weights in (artifacts.store)"
-        )
-    return open_artifact_store(str(where))
+            f"study {study.study_name!r} kept no trained weights that can be read here ("
+            + (f"its artifact store {where} is not on this machine" if where else
+               "it records no artifact store")
+            + "); expected a study run with artifacts.keep front or all, or pass store="
+        )  # fmt: skip
+    return found
 
 
 def _trial(study: optuna.Study, number: int) -> FrozenTrial:

@@ -126,3 +126,10 @@ def test_bad_grpc_urls_are_one_line(write_study, capsys) -> None:  # type: ignor
         assert code == 2 and err.count("\n") == 1 and "expected grpc://HOST:PORT" in err, err
     code, err = _main(capsys, "storage-proxy", "--storage", "journal:///x.log")
     assert code == 2 and "expected a database URL" in err
+    with socket.socket() as taken:  # a port in use: one line, before anything is announced
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        code, err = _main(capsys, "storage-proxy", "--storage", f"sqlite:///{path.parent}/p.db",
+                          "--port", str(busy))  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "cannot serve on" in err, err
