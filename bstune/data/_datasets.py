@@ -115,8 +115,8 @@ def loader_workers(device: torch.device) -> int:
 
     On the CPU none: the items are read in the training process. A worker competes with the
     training threads for the same cores — on this 2-core machine one worker was no faster than
-    none for an augmented CNN (14% slower and 2% faster in two quiet runs of
-    ``bench/bench_stream.py``) — and its CPU time would read as another process's load to the
+    none for an augmented CNN (+2% in a quiet 3-round run of ``bench/bench_stream.py``) — and
+    its CPU time would read as another process's load to the
     thread policy, which would then train with fewer threads and call the timing disturbed.
     On an accelerator, where the CPU is otherwise idle while the device computes: the CPUs
     this process may run on, less one for the training process, at most 4.
