@@ -166,7 +166,7 @@ class FitTracker:
             )
         numbers = {k: _number(v) for k, v in metrics.items()}
         self.last = {k: v for k, v in numbers.items() if v is not None}
-        value = _number(metrics[self.monitor])
+        value = numbers[self.monitor]
         if value is None:
             raise ConfigError(
                 f"monitor {self.monitor!r}: {metrics[self.monitor]!r} is not a number"
