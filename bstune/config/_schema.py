@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
-SCHEDULES = ("none", "grow_batch", "decay_lr")
+SCHEDULES = ("none", "grow_batch", "decay_lr", "seesaw")
 BUILTIN_MODELS = ("mlp", "cnn", "resnet")
 # Where a storage URL may come from besides --storage and the study file, first match wins.
 STORAGE_VARIABLES = ("BSTUNE_STORAGE", "OPTUNA_STORAGE")
@@ -295,6 +295,20 @@ class LrRange(LogFloatRange):
         return self
 
 
+class WeightDecayRange(LogFloatRange):
+    """The weight-decay range, optionally tied to batch size and learning rate.
+
+    Under ``scaling: timescale`` (Bergsma et al. 2025, "Power Lines": AdamW's best weight decay
+    keeps the timescale τ = B / (η · λ · N) fixed) the sampled value is the decay at
+    ``lr.reference_batch_size`` and the sampled base rate; with κ = B / B_ref the decay that
+    trains is base × κ × base_lr / lr, so B / (η · λ) — τ in epochs times N — is the same at
+    every batch size whatever the learning-rate rule. Derived for decoupled decay (AdamW); SGD's
+    L2 decay also shrinks the weights by η · λ a step, Adam's goes through its adaptive step.
+    """
+
+    scaling: Literal["none", "timescale"] = "none"
+
+
 class BatchSizeRange(_Config):
     """The batch-size range: powers of two by default, every ``step`` with ``log: false``."""
 
@@ -327,7 +341,7 @@ class BatchSizeRange(_Config):
         return list(range(self.low, self.high + 1, self.step or 1))
 
 
-ScheduleName = Literal["none", "grow_batch", "decay_lr"]
+ScheduleName = Literal["none", "grow_batch", "decay_lr", "seesaw"]
 
 
 def _modes(*names: ScheduleName) -> list[ScheduleName]:
@@ -340,7 +354,10 @@ class BatchScheduleSpace(_Config):
 
     Every ``grow_every_epochs`` epochs ``grow_batch`` multiplies the batch size by ``factor``
     up to ``max_batch_size``, then decays the rate by it; ``decay_lr`` is the step decay it
-    replaces; ``none`` keeps both. ``mode`` and ``factor`` may each be a list, to search.
+    replaces; ``seesaw`` (Meterez et al. 2025, for Adam-type optimizers) multiplies the batch by
+    ``factor`` and the rate by 1/√factor where the step decay would divide the rate by
+    ``factor``, up to ``max_batch_size`` and then the rate decays; ``none`` keeps both.
+    ``mode`` and ``factor`` may each be a list, to search.
     """
 
     mode: list[ScheduleName] = Field(default_factory=lambda: _modes("grow_batch"), min_length=1)
@@ -377,7 +394,7 @@ class SearchSpaceConfig(_Config):
     momentum: FloatRange | None = None
     beta1: FloatRange | None = None
     beta2: FloatRange | None = None
-    weight_decay: LogFloatRange | None = None
+    weight_decay: WeightDecayRange | None = None
     dropout: FloatRange | None = None
     label_smoothing: FloatRange | None = None
     warmup_epochs: FloatRange | None = None

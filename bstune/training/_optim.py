@@ -3,6 +3,7 @@ while it trains: linear warm-up, and a growing batch (Smith et al. 2018) or a st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -24,8 +25,9 @@ class Hyperparams:
     model's own.
 
     ``batch_schedule`` (see :func:`schedule_at`): ``none``; ``decay_lr``, the rate divided by
-    ``schedule_factor`` every ``grow_every_epochs`` epochs; or ``grow_batch``, the batch size
-    multiplied instead, up to ``max_batch_size``, after which the rate decays.
+    ``schedule_factor`` every ``grow_every_epochs`` epochs; ``grow_batch``, the batch size
+    multiplied instead, up to ``max_batch_size``, after which the rate decays; or ``seesaw``,
+    the batch multiplied by the factor and the rate by 1/√factor, likewise up to the cap.
     """
 
     batch_size: int = 128
@@ -167,11 +169,18 @@ def schedule_at(hp: Hyperparams, epoch: int) -> tuple[int, float]:
     ``factor**j``. ``grow_batch`` multiplies the batch size by ``factor**j`` instead, up to
     ``max_batch_size``, and divides the rate by what the cap kept the batch from growing: rate /
     batch size is the step decay's at every epoch, and once the cap is reached the rate decays.
+    ``seesaw`` (Meterez et al. 2025) grows the batch the same way but keeps rate / √batch size
+    at the step decay's: each period the rate falls by √factor while the batch can grow, by
+    factor once it cannot.
 
     >>> hp = Hyperparams(batch_size=64, batch_schedule="grow_batch", grow_every_epochs=2,
     ...                  schedule_factor=2, max_batch_size=256)
     >>> [schedule_at(hp, e) for e in range(8)]
     [(64, 1.0), (64, 1.0), (128, 1.0), (128, 1.0), (256, 1.0), (256, 1.0), (256, 0.5), (256, 0.5)]
+    >>> seesaw = Hyperparams(batch_size=64, batch_schedule="seesaw", schedule_factor=4,
+    ...                      max_batch_size=256)
+    >>> [schedule_at(seesaw, e) for e in range(4)]
+    [(64, 1.0), (256, 0.5), (256, 0.125), (256, 0.03125)]
     """
     j = epoch // hp.grow_every_epochs
     if hp.batch_schedule == "none" or j == 0:
@@ -180,4 +189,7 @@ def schedule_at(hp: Hyperparams, epoch: int) -> tuple[int, float]:
     if hp.batch_schedule == "decay_lr":
         return hp.batch_size, 1.0 / decay
     batch = max(hp.batch_size, min(hp.batch_size * decay, hp.max_batch_size))
-    return batch, (batch / hp.batch_size) / decay
+    grown = batch / hp.batch_size
+    if hp.batch_schedule == "seesaw":
+        return batch, math.sqrt(grown) / decay
+    return batch, grown / decay

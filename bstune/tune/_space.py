@@ -25,7 +25,9 @@ __all__ = [
     "grid_space",
     "lr_param_name",
     "scale_hparams",
+    "scale_weight_decay",
     "suggest",
+    "wd_param_name",
 ]
 
 # Parameters that apply to some optimizers only, and which.
@@ -80,6 +82,29 @@ def scale_hparams(hp: Hyperparams, kappa: float, rule: str) -> Hyperparams:
 def lr_param_name(space: SearchSpaceConfig) -> str:
     """``base_lr`` under a scaling rule (the sampled value is not the rate that trains)."""
     return "lr" if space.lr.scaling == "none" else "base_lr"
+
+
+def wd_param_name(space: SearchSpaceConfig) -> str:
+    """``base_weight_decay`` under the timescale rule (the sampled value is not the decay
+    that trains)."""
+    wd = space.weight_decay
+    return "base_weight_decay" if wd is not None and wd.scaling == "timescale" else "weight_decay"
+
+
+def scale_weight_decay(weight_decay: float, kappa: float, lr_ratio: float) -> float:
+    """The AdamW timescale rule (Bergsma et al. 2025): the decay at κ times the reference batch
+    size, where the learning-rate rule multiplied the base rate by ``lr_ratio``, such that
+    B / (η · λ) — the timescale τ = B / (η · λ · N) times the dataset's size — is the
+    reference's: λ × κ / ``lr_ratio``.
+
+    >>> scale_weight_decay(0.1, 4.0, 2.0)  # κ = 4 under the sqrt rule (rate × 2)
+    0.2
+    >>> b_ref, b, base_lr = 128, 512, 1e-3
+    >>> lam = scale_weight_decay(0.1, b / b_ref, 2.0)
+    >>> round(b / (2 * base_lr * lam), 6) == round(b_ref / (base_lr * 0.1), 6)
+    True
+    """
+    return weight_decay * kappa / lr_ratio
 
 
 @dataclass(frozen=True)
@@ -161,7 +186,8 @@ def suggest(
     values: dict[str, Any] = {"batch_size": batch_size, "lr": base_lr, "optimizer": optimizer}
     for name in FLOAT_PARAMS:
         if name != "lr" and optimizer in _CONDITIONAL.get(name, (optimizer,)):
-            value = _float(trial, f"{prefix}{name}", getattr(space, name))
+            key = wd_param_name(space) if name == "weight_decay" else name
+            value = _float(trial, f"{prefix}{key}", getattr(space, name))
             if value is not None:
                 values[name] = value
     schedule = space.batch_schedule
@@ -175,7 +201,10 @@ def suggest(
                 max_batch_size=schedule.max_batch_size,
             )
     kappa = batch_size / space.lr.reference_batch_size
-    return Sampled(scale_hparams(Hyperparams(**values), kappa, space.lr.scaling), base_lr)
+    hp = scale_hparams(Hyperparams(**values), kappa, space.lr.scaling)
+    if wd_param_name(space) == "base_weight_decay":
+        hp = replace(hp, weight_decay=scale_weight_decay(hp.weight_decay, kappa, hp.lr / base_lr))
+    return Sampled(hp, base_lr)
 
 
 def _choice(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
@@ -220,7 +249,8 @@ def grid_space(space: SearchSpaceConfig) -> dict[str, list[Any]]:
             )
         else:
             n = round((rng.high - rng.low) / rng.step)
-            key = lr_param_name(space) if name == "lr" else name
+            renamed = {"lr": lr_param_name(space), "weight_decay": wd_param_name(space)}
+            key = renamed.get(name, name)
             grid[key] = [rng.low + i * rng.step for i in range(n + 1)]
     schedule = space.batch_schedule
     if schedule is not None:
@@ -244,6 +274,14 @@ def fixed_hparams(space: SearchSpaceConfig, params: dict[str, str]) -> Hyperpara
     learning rate the space pins under a scaling rule is scaled to the batch size."""
     hp = Hyperparams.pinned_by(space).with_params(params)
     lr: LrRange = space.lr
+    kappa = hp.batch_size / lr.reference_batch_size
+    # what the rate rule multiplies a base rate by at this batch size (the rate itself may be
+    # --param's): the decay's rule follows the rule, not the value given
+    ratio = scale_hparams(hp, kappa, lr.scaling).lr / hp.lr
     if "lr" not in params and lr.low == lr.high and lr.scaling != "none":
-        hp = scale_hparams(hp, hp.batch_size / lr.reference_batch_size, lr.scaling)
+        hp = scale_hparams(hp, kappa, lr.scaling)
+    wd = space.weight_decay
+    timescale = wd_param_name(space) == "base_weight_decay"
+    if timescale and wd is not None and wd.low == wd.high and "weight_decay" not in params:
+        hp = replace(hp, weight_decay=scale_weight_decay(hp.weight_decay, kappa, ratio))
     return hp

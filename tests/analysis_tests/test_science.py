@@ -218,6 +218,62 @@ def test_rate_over_batch_follows_the_step_decay_it_replaces(
         assert batch == b0 * factor ** (epoch // every) and lr_factor == 1.0
 
 
+@given(
+    st.integers(1, 512), st.integers(1, 4), st.integers(2, 4), st.integers(1, 8192),
+    st.integers(0, 40),
+)  # fmt: skip
+def test_seesaw_keeps_rate_over_root_batch_at_the_step_decay_s(
+    b0: int, every: int, factor: int, cap: int, epoch: int
+) -> None:
+    seesaw = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="seesaw", max_batch_size=cap,
+                         grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
+    decay = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="decay_lr",
+                        grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
+    batch, lr_factor = schedule_at(seesaw, epoch)
+    _, decayed = schedule_at(decay, epoch)
+    j = epoch // every
+    # Meterez et al.'s equivalence, at every epoch, cap or not: η / √B is the step decay's
+    assert lr_factor / math.sqrt(batch) == pytest.approx(decayed / math.sqrt(b0))
+    if b0 * factor**j <= cap:  # before the cap: batch × factor, rate / √factor per period
+        assert batch == b0 * factor**j and lr_factor == pytest.approx(factor ** (-j / 2))
+    else:
+        assert batch == max(b0, cap)
+    if j >= 1:  # each period the rate falls, by √factor while the batch grows, factor after
+        before_batch, before = schedule_at(seesaw, epoch - every)
+        cut = before / lr_factor
+        grown = batch / before_batch
+        assert cut == pytest.approx(factor / math.sqrt(grown))
+
+
+def test_seesaw_in_training_at_every_step(digits) -> None:
+    hp = Hyperparams(batch_size=32, lr=0.004, optimizer="adam", batch_schedule="seesaw",
+                     grow_every_epochs=1, schedule_factor=2, max_batch_size=128)  # fmt: skip
+    rates: list[float] = []
+
+    def record(opt: torch.optim.Optimizer, args, kwargs) -> None:  # type: ignore[no-untyped-def]
+        rates.append(opt.param_groups[0]["lr"])
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        result = train(RunSpec(digits, MLP, hp, epochs=4, device="cpu", noise_scale_every=0,
+                               threads=1))  # fmt: skip
+    finally:
+        handle.remove()
+    n = len(digits.train)
+    root2 = math.sqrt(2)
+    expected = [(32, 1.0), (64, 1 / root2), (128, 0.5), (128, 0.25)]
+    assert [e.batch_size for e in result.epochs] == [b for b, _ in expected]
+    assert [e.lr / 0.004 for e in result.epochs] == pytest.approx([f for _, f in expected])
+    per_step = [(b, f) for b, f in expected for _ in range(math.ceil(n / b))]
+    assert len(rates) == len(per_step)
+    # η / √B at every step is the step decay's: 0.004 / √32 halved each epoch
+    decay = [0.004 / math.sqrt(32) * 0.5**e
+             for e, (b, _) in enumerate(expected) for _ in range(math.ceil(n / b))]  # fmt: skip
+    roots = [r / math.sqrt(b) for r, (b, _) in zip(rates, per_step, strict=True)]
+    assert roots == pytest.approx(decay)
+    assert result.val_accuracy > 0.85
+
+
 def test_growing_batch_in_training_at_every_step(digits) -> None:
     hp = Hyperparams(batch_size=32, lr=0.05, optimizer="momentum", batch_schedule="grow_batch",
                      grow_every_epochs=1, schedule_factor=2, max_batch_size=128)  # fmt: skip
@@ -258,11 +314,12 @@ def test_growing_batch_in_training_at_every_step(digits) -> None:
 
 def test_the_schedule_is_a_search_dimension() -> None:
     space = _space(batch_size={"low": 16, "high": 64},
-                   batch_schedule={"mode": ["grow_batch", "decay_lr", "none"], "factor": [2, 4],
+                   batch_schedule={"mode": ["grow_batch", "decay_lr", "seesaw", "none"],
+                                   "factor": [2, 4],
                                    "grow_every_epochs": 2, "max_batch_size": 512})  # fmt: skip
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     modes = set()
-    for _ in range(20):
+    for _ in range(40):
         trial = study.ask()
         hp = suggest(trial, space).hparams
         modes.add(hp.batch_schedule)
@@ -271,7 +328,7 @@ def test_the_schedule_is_a_search_dimension() -> None:
         else:
             assert hp.schedule_factor in (2, 4) and hp.max_batch_size == 512
         study.tell(trial, 0.0)
-    assert modes == {"grow_batch", "decay_lr", "none"}
+    assert modes == {"grow_batch", "decay_lr", "seesaw", "none"}
     with pytest.raises(ConfigError, match=r"batch_schedule\.max_batch_size: required key"):
         _space(batch_schedule={"mode": "grow_batch"})
     with pytest.raises(
