@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from bstune.training._measure import Measure
     from bstune.training._optim import Hyperparams
     from bstune.training._steps import StepStats, measure_steps
+    from bstune.tune._critical import measure_critical_batch
     from bstune.tune._objective import Objective
     from bstune.tune._pruning import KeepFront, report_val_loss
     from bstune.tune._space import Sampled, suggest
@@ -59,6 +60,7 @@ _EXPORTS = {
     "Constraints": "analysis._report",
     "probe": "probing._probe",
     "load_model": "tune._trained",
+    "measure_critical_batch": "tune._critical",
     # bstune's objective, or its pieces, inside your own Optuna code.
     "Objective": "tune._objective",
     "SearchSpace": "config._schema",
@@ -126,6 +128,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "load_study",
+    "measure_critical_batch",
     "measure_steps",
     "open_study",
     "parse_study",

@@ -7,6 +7,8 @@ from bstune._lazy import lazy_exports
 
 _EXPORTS = {
     "Constraints": "_report",
+    "CriticalBatch": "_critical",
+    "critical_verdict": "_critical",
     "best_trials": "_rows",
     "NoiseReport": "_science",
     "Report": "_report",

@@ -274,6 +274,11 @@ def write_plots(report: Report, out: Path) -> list[Path]:
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
+    if report.critical is not None:
+        from bstune.analysis._critical_plots import write_critical_plots
+
+        noise = report.noise.noise_scale if report.noise is not None else None
+        paths += write_critical_plots(report.critical, out, noise)
     return paths
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from bstune.analysis._critical import CriticalBatch, critical_verdict
 from bstune.analysis._hypervolume import _hv_history, _ideal, _normalise, _reference
 from bstune.analysis._pareto import hypervolume, knee
 from bstune.analysis._rows import (
@@ -51,7 +52,7 @@ from bstune.analysis._rows import (
     objective_names,
 )
 from bstune.analysis._science import NoiseReport, Throughput, noise_report
-from bstune.config._objectives import UNITS
+from bstune.config._objectives import ATTR, UNITS
 
 __all__ = [
     "BatchSizeRow",
@@ -132,6 +133,8 @@ class Report:
     importances: dict[str, float] | None  # single-objective studies
     noise: NoiseReport | None = None  # what the gradient noise scale says (analysis._science)
     warnings: list[str] = field(default_factory=list)  # e.g. a front resting on a bad timing
+    critical: CriticalBatch | None = None  # measured by `bstune critical` (analysis._critical)
+    critical_verdict: list[str] = field(default_factory=list)  # beside the noise scale
 
     @property
     def multi_objective(self) -> bool:
@@ -177,6 +180,13 @@ def build_report(
         knee_rec = None
         importances = _importances(study) if len(done) >= 2 else None
     constrained = _constrained(done, constraints, objectives, directions) if constraints else None
+    noise = noise_report(rows, front, probe_throughput)
+    critical = _stored_critical(study)
+    verdict = (
+        critical_verdict(critical, noise.noise_scale if noise else None,
+                         noise.best_goodput if noise else None)
+        if critical is not None else []
+    )  # fmt: skip
     return Report(
         study_name=study.study_name,
         objectives=objectives,
@@ -191,9 +201,22 @@ def build_report(
         knee=knee_rec,
         constrained=constrained,
         importances=importances,
-        noise=noise_report(rows, front, probe_throughput),
+        noise=noise,
         warnings=_timing_warnings(front, objectives),
+        critical=critical,
+        critical_verdict=verdict,
     )
+
+
+def _stored_critical(study: optuna.Study) -> CriticalBatch | None:
+    """What `bstune critical` stored in the study, if anything it can read."""
+    stored = study.user_attrs.get(f"{ATTR}critical")
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return CriticalBatch.from_dict(stored)
+    except (KeyError, TypeError, ValueError):
+        return None  # written by another bstune: the rest of the report still stands
 
 
 def _timing_warnings(front: Sequence[TrialRow], objectives: Sequence[str]) -> list[str]:
@@ -317,8 +340,9 @@ def _jsonable(report: Report) -> dict[str, Any]:
     """The report as plain data (what ``--format json`` prints)."""
     from dataclasses import asdict, replace
 
-    data = asdict(replace(report, trials=[]))  # every trial is in trials.csv, not here
+    data = asdict(replace(report, trials=[], critical=None))  # trials: in trials.csv
     data.pop("trials")
+    data["critical"] = report.critical.to_dict() if report.critical is not None else None
     for row in data["front"]:
         row.pop("curve")
         row.pop("noise_scale")

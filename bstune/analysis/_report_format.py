@@ -110,6 +110,21 @@ def _noise_table(report: Report) -> tuple[list[str], list[list[Any]]]:
     return headers, body
 
 
+def _critical_table(report: Report) -> tuple[list[str], list[list[Any]]]:
+    assert report.critical is not None
+    headers = ["batch size", "lr", "steps to target (median)", "examples vs linear", "seeds"]
+    body: list[list[Any]] = []
+    base = None
+    for r in report.critical.rungs:
+        s = r.median_steps
+        examples = None if s is None else s * r.batch_size
+        base = base if base is not None or examples is None else examples
+        ratio = None if examples is None or not base else round(examples / base, 2)
+        seeds = ", ".join("-" if v is None else f"{v:.0f}" for v in r.steps)
+        body.append([r.batch_size, r.lr, "not reached" if s is None else round(s), ratio, seeds])
+    return headers, body
+
+
 def tables(report: Report) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """Every table of the report, by file stem: front, batch_sizes, hypervolume, trials."""
     out = {
@@ -119,6 +134,8 @@ def tables(report: Report) -> dict[str, tuple[list[str], list[list[Any]]]]:
     }
     if report.noise is not None:
         out["noise_scale"] = _noise_table(report)
+    if report.critical is not None:
+        out["critical_batch_size"] = _critical_table(report)
     if report.multi_objective:
         out["hypervolume"] = (
             ["trials", "hypervolume"],
@@ -204,6 +221,13 @@ def render(report: Report, fmt: Format) -> str:
         if any(r.disturbed for r in report.noise.rows):
             out.append("* measured only while other processes disturbed the timing")
         out += ["", *report.noise.reasoning]
+    if report.critical is not None:
+        out += ["", f"{h}Critical batch size, measured (`bstune critical`)", ""]
+        out.append(text_table(*_critical_table(report), md))
+        c = report.critical
+        out += ["", f"target validation loss {c.target_loss:.4f} ({c.target_source}); "
+                f"{c.seeds} seed(s); {c.optimizer}", *report.critical_verdict]  # fmt: skip
+        out += [f"note: {n}" for n in c.notes]
     if report.importances:
         out += ["", f"{h}Parameter importances (fANOVA)", ""]
         body = [[k, v] for k, v in report.importances.items()]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bstune import __version__
+from bstune.cli._critical import _cmd_critical
 from bstune.cli._exit import EXIT_BAD_INPUT
 from bstune.cli._export import _cmd_export
 from bstune.cli._optimize import _cmd_optimize
@@ -57,6 +58,12 @@ _positive_float = _number(
 
 
 _positive_number = _number(float, lambda v: 0 < v < math.inf, "a positive, finite number")
+
+
+_open_fraction = _number(float, lambda v: 0 < v < 1, "a fraction between 0 and 1 (exclusive)")
+
+
+_at_least_two = _number(int, lambda v: v >= 2, "a whole number of at least 2")
 
 
 _fraction = _number(float, lambda v: 0 <= v <= 1, "an accuracy between 0 and 1")
@@ -330,6 +337,51 @@ def build_parser() -> argparse.ArgumentParser:
         "fits (never the given file)",
     )  # fmt: skip
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser(
+        "critical",
+        help="measure the critical batch size: steps to a target loss per batch size",
+        description="Train each batch size of a ladder, its learning rate re-tuned, until the "
+        "validation loss reaches a target, for several seeds; report the critical batch size "
+        "by Zhang et al.'s 20%% rule and by the fit S(B) = S_min(1 + B_noise/B), beside the "
+        "noise-scale estimate and the goodput recommendation, and store it in the study.",
+    )
+    _add_study_args(p)
+    p.add_argument(
+        "--batch-sizes", type=_batch_sizes, metavar="B,B,...",
+        help="the ladder, three or more (default: the study's batch-size range)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-loss", type=_positive_number, metavar="LOSS",
+        help="the validation loss to reach (default: the lowest the smallest batch size "
+        "reaches within a quarter of a run)",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds per batch size (3)")
+    p.add_argument(
+        "--lr-points", type=_at_least_two, default=4,
+        help="learning rates on the first grid where the study has no trial at a batch size (4)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-epochs", type=_positive_number, metavar="E",
+        help="a run's cap in epochs (default twice training.epochs)",
+    )  # fmt: skip
+    p.add_argument(
+        "--budget-s", type=_positive_float, default=600.0, metavar="S",
+        help="stop measuring after this many seconds (default 600)",
+    )  # fmt: skip
+    p.add_argument(
+        "--branched", action="store_true",
+        help="also measure it along training: branch one run at checkpoints (Merrill et al.)",
+    )  # fmt: skip
+    p.add_argument("--branch-points", type=_positive_int, default=4, help="checkpoints (4)")
+    p.add_argument(
+        "--tolerance", type=_open_fraction, default=0.01,
+        help="a branch is as good as the smallest batch size's within this relative loss (0.01)",
+    )  # fmt: skip
+    p.add_argument("--device", help="override training.device")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--out", metavar="DIR", help="write the plots here")
+    p.set_defaults(func=_cmd_critical)
 
     p = sub.add_parser("validate", help="check a study file without running anything")
     p.add_argument("study_file", metavar="STUDY.yaml")

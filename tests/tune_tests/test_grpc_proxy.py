@@ -135,7 +135,9 @@ def test_bad_grpc_urls_are_one_line(write_study, capsys) -> None:  # type: ignor
     assert code == 2 and err.count("\n") == 1 and "cannot serve on" in err, err
 
 
-def test_the_proxy_reads_a_finished_trial_from_the_database_once(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_proxy_reads_a_finished_trial_from_the_database_once(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch
+) -> None:
     """The proxy answers each worker's every trials request: from a bare RDBStorage each one
     re-read the whole study (a pruning decision grew from 47 to 557 ms by 500 trials)."""
     from sqlalchemy import event
