@@ -3,9 +3,11 @@
 A study (SQLite by default, WAL mode as bstune opens it) is filled with ``--trials`` finished
 trials — complete and pruned, three objectives, each with a 10-epoch validation-loss curve in
 ``bstune:metrics`` as bstune's objective records it — then one running trial reports epoch
-after epoch and each decision is timed. Per pruner, two ways alternating: as bstune decides now
-(finished trials translated once and kept) and with that memory emptied before every decision
-(what every decision cost before: each finished trial re-read, copied and its curve parsed).
+after epoch and each decision is timed. Per pruner, three ways alternating: as bstune decides
+now (median: the incremental index, reading only what finished since the last decision); the
+pruner asked through the single-objective view with finished trials' translations kept (the
+median pruner's way before the index: a walk of every completed trial); and with that memory
+emptied before every decision too (each finished trial re-read, copied and its curve parsed).
 
     python bench/bench_decision.py                        # 2,000 trials, SQLite
     python bench/bench_decision.py --trials 500 --storage journal
@@ -52,19 +54,40 @@ def fill(study: optuna.Study, n: int) -> None:
     study.add_trials(trials)
 
 
-def decisions(study: optuna.Study, forget: bool, steps: int = 10) -> list[float]:
+def decisions(study: optuna.Study, way: str, steps: int = 10) -> list[float]:
+    """Decisions timed one way: ``now`` (as bstune decides), ``walk`` (every decision asks
+    Optuna's pruner through the view, finished trials' translations kept: the median pruner's
+    way before its incremental index) or ``reread`` (the view's memory emptied too: every
+    finished trial re-read, copied and its curve parsed, as before issue 14)."""
     trial = study.ask()
     times = []
     view = _view(study, bstune.KeepFront(study.pruner).pruner)
-    for step in range(1, steps + 1):
-        if forget:
-            view._storage._finished.clear()  # type: ignore[attr-defined]
-        start = time.perf_counter()
-        with contextlib.suppress(optuna.TrialPruned):
-            bstune.report_val_loss(trial, step, 2.0 / (1 + 0.3 * step), persist=False)
-        times.append(time.perf_counter() - start)
+    with contextlib.ExitStack() as stack:
+        if way != "now":  # no index: the pruner is asked through the view
+            stack.enter_context(_patched("bstune.tune._pruning.percentile_settings"))
+        for step in range(1, steps + 1):
+            if way == "reread":
+                view._storage._finished.clear()  # type: ignore[attr-defined]
+            start = time.perf_counter()
+            with contextlib.suppress(optuna.TrialPruned):
+                bstune.report_val_loss(trial, step, 2.0 / (1 + 0.3 * step), persist=False)
+            times.append(time.perf_counter() - start)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return times
+
+
+@contextlib.contextmanager
+def _patched(name: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    module, attr = name.rsplit(".", 1)
+    mod = importlib.import_module(module)
+    real = getattr(mod, attr)
+    setattr(mod, attr, lambda pruner: None)
+    try:
+        yield
+    finally:
+        setattr(mod, attr, real)
 
 
 def main() -> None:
@@ -78,8 +101,8 @@ def main() -> None:
     url = f"sqlite:///{folder}/d.db" if args.storage == "sqlite" else f"journal:///{folder}/d.log"
     print(f"{args.trials} finished trials, {args.storage}; ms per decision, median (min–max) "
           f"over {args.rounds} rounds × 10 decisions\n")  # fmt: skip
-    print("| pruner | finished trials kept (now) | re-read every decision (before) | speed-up |")
-    print("|---|---:|---:|---:|")
+    print("| pruner | now | the walk through the view | re-read every decision | walk / now |")
+    print("|---|---:|---:|---:|---:|")
     pruners = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
         "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=10),
@@ -90,16 +113,17 @@ def main() -> None:
             directions=["maximize", "minimize", "minimize"],
         )  # fmt: skip
         fill(study, args.trials)
-        decisions(study, forget=False, steps=2)  # the first read of every trial, not timed
-        now: list[float] = []
-        before: list[float] = []
+        decisions(study, "now", steps=2)  # the first read of every trial, not timed
+        decisions(study, "walk", steps=2)
+        times: dict[str, list[float]] = {"now": [], "walk": [], "reread": []}
         for _ in range(args.rounds):
-            now += decisions(study, forget=False)
-            before += decisions(study, forget=True)
-        a, b = statistics.median(now) * 1e3, statistics.median(before) * 1e3
-        print(f"| {name} | {a:.2f} ({min(now) * 1e3:.2f}–{max(now) * 1e3:.2f}) | {b:.2f} "
-              f"({min(before) * 1e3:.2f}–{max(before) * 1e3:.2f}) | {b / a:.1f}× |",
-              flush=True)  # fmt: skip
+            for way, got in times.items():
+                got += decisions(study, way)
+        med = {way: statistics.median(v) * 1e3 for way, v in times.items()}
+        cells = " | ".join(
+            f"{med[w]:.2f} ({min(v) * 1e3:.2f}–{max(v) * 1e3:.2f})" for w, v in times.items()
+        )
+        print(f"| {name} | {cells} | {med['walk'] / med['now']:.1f}× |", flush=True)
 
 
 if __name__ == "__main__":

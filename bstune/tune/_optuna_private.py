@@ -13,7 +13,11 @@ test fails with a message naming it — never silently different decisions.
   call on a study's Hyperband pruner to sample from a trial's bracket; ``KeepFront`` around a
   Hyperband pruner hands them on, so the sampler behaves as under the plain pruner.
 - ``PercentilePruner._n_warmup_steps`` (and the median pruner, its subclass): the warm-up that
-  Optuna's own multi-objective check applies, which bstune applies before translating.
+  Optuna's own multi-objective check applies, which bstune applies before translating; and
+  its ``_percentile``, ``_n_startup_trials``, ``_interval_steps`` and ``_n_min_trials``, for
+  bstune's incremental form of the same decision (``_incremental``).
+- ``RDBStorage._get_trials``: the trials of a study that are new or were unfinished when last
+  read — what Optuna's own cache reads, without its sort of every trial on each call.
 - ``storages._rdb.storage._create_scoped_session``, ``storages._rdb.models`` (``TrialModel``,
   ``TrialUserAttributeModel``) and ``RDBStorage.check_trial_is_updatable``: several user
   attributes of a trial in one transaction of three statements (Optuna commits each
@@ -28,7 +32,7 @@ test fails with a message naming it — never silently different decisions.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import optuna
 from optuna.storages import BaseStorage
@@ -36,11 +40,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "HyperbandDelegate",
+    "PercentileSettings",
     "backend_of",
+    "changed_trials",
     "fail_running_trial",
     "forget_artifact",
     "latest_trial",
     "n_warmup_steps",
+    "percentile_settings",
     "set_user_attrs",
     "storage_of",
     "study_id",
@@ -89,6 +96,44 @@ def latest_trial(trial: optuna.Trial) -> FrozenTrial:
 
 def n_warmup_steps(pruner: optuna.pruners.PercentilePruner) -> int:
     return int(pruner._n_warmup_steps)
+
+
+class PercentileSettings(NamedTuple):
+    """A percentile (or median) pruner's settings, as its ``prune`` reads them."""
+
+    percentile: float
+    n_startup_trials: int
+    n_warmup_steps: int
+    interval_steps: int
+    n_min_trials: int
+
+
+def percentile_settings(pruner: optuna.pruners.BasePruner) -> PercentileSettings | None:
+    """The settings of Optuna's percentile or median pruner; None for any other pruner, or a
+    subclass with a ``prune`` of its own."""
+    if not isinstance(pruner, optuna.pruners.PercentilePruner):
+        return None
+    if type(pruner).prune is not optuna.pruners.PercentilePruner.prune:
+        return None
+    return PercentileSettings(
+        float(pruner._percentile), int(pruner._n_startup_trials), int(pruner._n_warmup_steps),
+        int(pruner._interval_steps), int(pruner._n_min_trials),
+    )  # fmt: skip
+
+
+def changed_trials(
+    study: optuna.Study, unfinished: set[int], after_id: int
+) -> list[FrozenTrial] | None:
+    """The trials of ``study`` whose id is above ``after_id`` or in ``unfinished``, read from its
+    database (``RDBStorage._get_trials``, what Optuna's cache reads); None where the storage is
+    not a database (the caller reads every trial instead)."""
+    backend = backend_of(study._storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return None
+    return backend._get_trials(
+        study._study_id, states=None, included_trial_ids=set(unfinished),
+        trial_id_greater_than=after_id,
+    )  # fmt: skip
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:

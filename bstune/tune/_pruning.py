@@ -28,6 +28,11 @@ projection by more than ``margin`` (5%, relative) counts as dominating it, so th
 spared for being a hair faster than a better one — within this machine's timing noise. The guard
 only ever overrules a prune, never adds one; without it (or without projected values) decisions
 are exactly Optuna's.
+
+Under Optuna's median or percentile pruner the same decision is made from an incremental index
+of the finished trials (``_incremental``): a finished trial cannot change, so a decision reads
+and costs only what finished since the last one, however large the study (Optuna's pruner walks
+every completed trial each time). Other pruners are asked through the view.
 """
 
 from __future__ import annotations
@@ -44,11 +49,13 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from bstune.tune._incremental import StudyIndex
 from bstune.tune._optuna_private import (
     HyperbandDelegate,
     backend_of,
     latest_trial,
     n_warmup_steps,
+    percentile_settings,
     storage_of,
     trial_id,
 )
@@ -145,18 +152,27 @@ def report_val_loss(
     last = max(curve)  # Optuna's pruners look at the trial's last step, not the one reported
     if isinstance(pruner, optuna.pruners.NopPruner) or _in_warmup(pruner, last):
         return False
-    # The trial as Optuna's should_prune sees it: its cached record, system attributes read
-    # lazily (successive halving keeps its rungs there).
-    current = latest_trial(trial)
-    current.intermediate_values = dict(curve)
-    if not pruner.prune(_view(study, pruner), current):
+    settings = percentile_settings(pruner)
+    index = None
+    if settings is not None:  # the median/percentile decision, from what changed only
+        index = _index(study)
+        index.refresh()
+        prune = index.percentile_prune(settings, curve)
+    else:
+        # The trial as Optuna's should_prune sees it: its cached record, system attributes
+        # read lazily (successive halving keeps its rungs there).
+        current = latest_trial(trial)
+        current.intermediate_values = dict(curve)
+        prune = pruner.prune(_view(study, pruner), current)
+    if not prune:
         return False
-    if (
-        guard is not None
-        and projected is not None
-        and not _dominated(study, projected, guard.margin)
-    ):
-        return True
+    if guard is not None and projected is not None:
+        spared = (
+            not index.dominated(projected, guard.margin) if index is not None
+            else not _dominated(study, projected, guard.margin)
+        )  # fmt: skip
+        if spared:
+            return True
     raise optuna.TrialPruned(f"pruned at step {last} (val_loss {curve[last]:.4g})")
 
 
@@ -207,6 +223,17 @@ def _in_warmup(pruner: optuna.pruners.BasePruner, last_step: int | None) -> bool
 # The curve of each trial this process is running (only this process writes it).
 _RUNNING: weakref.WeakKeyDictionary[optuna.Trial, dict[int, float]] = weakref.WeakKeyDictionary()
 _VIEWS: weakref.WeakKeyDictionary[optuna.Study, optuna.Study] = weakref.WeakKeyDictionary()
+
+
+_INDEXES: weakref.WeakKeyDictionary[optuna.Study, StudyIndex] = weakref.WeakKeyDictionary()
+
+
+def _index(study: optuna.Study) -> StudyIndex:
+    """The incremental index of ``study``'s finished trials (built once per study object)."""
+    index = _INDEXES.get(study)
+    if index is None:
+        index = _INDEXES[study] = StudyIndex(study, val_loss_curve)
+    return index
 
 
 def _view(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> optuna.Study:

@@ -57,6 +57,38 @@ def test_percentile_warm_up() -> None:
         assert private.n_warmup_steps(pruner) == 3, "PercentilePruner._n_warmup_steps changed"
 
 
+def test_percentile_settings() -> None:
+    pruner = optuna.pruners.PercentilePruner(
+        30.0, n_startup_trials=4, n_warmup_steps=2, interval_steps=3, n_min_trials=5
+    )
+    assert private.percentile_settings(pruner) == (30.0, 4, 2, 3, 5), (
+        "PercentilePruner's _percentile, _n_startup_trials, _n_warmup_steps, _interval_steps or "
+        "_n_min_trials changed"
+    )
+    assert private.percentile_settings(optuna.pruners.MedianPruner()) == (50.0, 5, 0, 1, 1)
+
+    class Own(optuna.pruners.MedianPruner):
+        def prune(self, study, trial):  # type: ignore[no-untyped-def]
+            return False
+
+    assert private.percentile_settings(Own()) is None  # its own decision: asked as it is
+    assert private.percentile_settings(optuna.pruners.HyperbandPruner()) is None
+
+
+def test_changed_trials(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/c.db")
+    done = study.ask()
+    study.tell(done, 1.0)
+    running = study.ask()
+    ids = [private.trial_id(t) for t in study.trials]
+    got = private.changed_trials(study, {ids[1]}, ids[1])
+    assert [t.number for t in got or []] == [running.number], (
+        "RDBStorage._get_trials no longer reads the trials above an id or among given ids"
+    )
+    assert [t.number for t in private.changed_trials(study, set(), -1) or []] == [0, 1]
+    assert private.changed_trials(optuna.create_study(), set(), -1) is None  # not a database
+
+
 def test_hyperband_brackets() -> None:
     hyperband = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9)
     for name in ("_get_bracket_id", "_create_bracket_study"):
@@ -144,7 +176,8 @@ def test_no_private_optuna_api_outside_its_module(module: str) -> None:
     source = inspect.getsource(importlib.import_module(f"bstune.{module}"))
     uses = re.findall(
         r"\.(_storage|_study_id|_trial_id|_get_latest_trial|_values|_n_warmup_steps|"
-        r"_is_multi_objective|_backend|_get_bracket_id|_create_bracket_study)\b(?!\w)",
+        r"_is_multi_objective|_backend|_get_bracket_id|_create_bracket_study|_get_trials|"
+        r"_percentile|_n_startup_trials|_interval_steps|_n_min_trials)\b(?!\w)",
         "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
         .replace("bstune.tune._storage", ""),  # bstune's own module of that name
     )
