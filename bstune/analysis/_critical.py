@@ -172,6 +172,9 @@ def critical_by_rule(
 
     >>> critical_by_rule([16, 32, 64, 128], [100.0, 50.0, 30.0, 20.0])  # 1.0, 1.0, 1.2, 1.6
     (64.0, '')
+    >>> value, bound = critical_by_rule([16, 32, 64, 128], [100.0, 50.0, 28.0, 20.0])
+    >>> round(value, 1), bound  # 1.12 at 64, 1.6 at 128: a sixth of the way, in log B
+    (71.8, '')
     >>> critical_by_rule([16, 32, 64], [100.0, 50.0, 25.0])
     (64.0, 'at least')
     """
@@ -194,6 +197,8 @@ def critical_by_rule(
             r = b * s / base
         if r > limit:
             t = (limit - prev_r) / (r - prev_r)
+            if t <= 0:
+                return prev_b, ""
             return math.exp(math.log(prev_b) + t * (math.log(b) - math.log(prev_b))), ""
         prev_b, prev_r = float(b), r
     return prev_b, "at least"
