@@ -199,38 +199,41 @@ def test_warmup_reaches_the_target_rate_exactly_at_the_configured_step(
 # --------------------------------------------------------------------------- growing batch
 
 
-@given(
+_SCHEDULES = (
     st.integers(1, 512), st.integers(1, 4), st.integers(2, 4), st.integers(1, 8192),
     st.integers(0, 40),
 )  # fmt: skip
+
+
+def _against_step_decay(
+    mode: str, b0: int, every: int, factor: int, cap: int, epoch: int
+) -> tuple[int, float, int, float]:
+    """``mode``'s batch size and rate factor at ``epoch``, and the step decay's."""
+    hp = Hyperparams(batch_size=b0, lr=0.1, batch_schedule=mode, max_batch_size=cap,
+                     grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
+    decay = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="decay_lr",
+                        grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
+    return (*schedule_at(hp, epoch), *schedule_at(decay, epoch))
+
+
+@given(*_SCHEDULES)
 def test_rate_over_batch_follows_the_step_decay_it_replaces(
     b0: int, every: int, factor: int, cap: int, epoch: int
 ) -> None:
-    grow = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="grow_batch", max_batch_size=cap,
-                       grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
-    decay = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="decay_lr",
-                        grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
-    batch, lr_factor = schedule_at(grow, epoch)
-    same_batch, decayed = schedule_at(decay, epoch)
+    batch, lr_factor, same_batch, decayed = _against_step_decay(
+        "grow_batch", b0, every, factor, cap, epoch
+    )
     assert same_batch == b0 and decayed == pytest.approx(factor ** -(epoch // every))
     assert lr_factor / batch == pytest.approx(decayed / b0)  # at every epoch, cap or not
     if b0 * factor ** (epoch // every) <= cap:  # before the cap: the batch grows, the rate holds
         assert batch == b0 * factor ** (epoch // every) and lr_factor == 1.0
 
 
-@given(
-    st.integers(1, 512), st.integers(1, 4), st.integers(2, 4), st.integers(1, 8192),
-    st.integers(0, 40),
-)  # fmt: skip
+@given(*_SCHEDULES)
 def test_seesaw_keeps_rate_over_root_batch_at_the_step_decay_s(
     b0: int, every: int, factor: int, cap: int, epoch: int
 ) -> None:
-    seesaw = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="seesaw", max_batch_size=cap,
-                         grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
-    decay = Hyperparams(batch_size=b0, lr=0.1, batch_schedule="decay_lr",
-                        grow_every_epochs=every, schedule_factor=factor)  # fmt: skip
-    batch, lr_factor = schedule_at(seesaw, epoch)
-    _, decayed = schedule_at(decay, epoch)
+    batch, lr_factor, _, decayed = _against_step_decay("seesaw", b0, every, factor, cap, epoch)
     j = epoch // every
     # Meterez et al.'s equivalence, at every epoch, cap or not: η / √B is the step decay's
     assert lr_factor / math.sqrt(batch) == pytest.approx(decayed / math.sqrt(b0))
@@ -239,7 +242,8 @@ def test_seesaw_keeps_rate_over_root_batch_at_the_step_decay_s(
     else:
         assert batch == max(b0, cap)
     if j >= 1:  # each period the rate falls, by √factor while the batch grows, factor after
-        before_batch, before = schedule_at(seesaw, epoch - every)
+        before_batch, before, _, _ = _against_step_decay("seesaw", b0, every, factor, cap,
+                                                          epoch - every)  # fmt: skip
         cut = before / lr_factor
         grown = batch / before_batch
         assert cut == pytest.approx(factor / math.sqrt(grown))

@@ -232,19 +232,23 @@ def test_keep_front_without_projections_decides_as_optuna() -> None:
     )
 
 
+def _finished(study: optuna.Study, n: int) -> optuna.Study:
+    """``study`` with ``n`` finished trials that reported 4-step curves (nothing pruned)."""
+    study.pruner = optuna.pruners.NopPruner()
+    for curve in recorded_curves(n=n, steps=4):
+        t = study.ask()
+        for step, v in enumerate(curve, 1):
+            report_val_loss(t, step, v)
+        study.tell(t, [curve[-1], 1.0])
+    return study
+
+
 def test_a_finished_trial_is_translated_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A decision costs in proportion to what is new: finished trials' views are kept (the
     view other pruners are asked through)."""
     import bstune.tune._pruning as pruning
 
-    study = optuna.create_study(
-        directions=["minimize", "minimize"], pruner=optuna.pruners.NopPruner()
-    )
-    for curve in recorded_curves(n=20, steps=4):
-        t = study.ask()
-        for step, v in enumerate(curve, 1):
-            report_val_loss(t, step, v)
-        study.tell(t, [curve[-1], 1.0])
+    study = _finished(optuna.create_study(directions=["minimize", "minimize"]), 20)
     study.pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
     seen: list[int] = []
     real = pruning._with_curve
@@ -280,14 +284,9 @@ def test_a_median_decision_reads_only_what_finished_since_the_last(
     url = {"memory": None, "sqlite": f"sqlite:///{tmp_path}/m.db",
            "journal": f"journal:///{tmp_path}/m.log"}[storage]  # fmt: skip
     study = optuna.create_study(
-        storage=open_storage(url) if url else None, directions=["minimize", "minimize"],
-        pruner=optuna.pruners.NopPruner(),
-    )  # fmt: skip
-    for curve in recorded_curves(n=30, steps=4):
-        t = study.ask()
-        for step, v in enumerate(curve, 1):
-            report_val_loss(t, step, v)
-        study.tell(t, [curve[-1], 1.0])
+        storage=open_storage(url) if url else None, directions=["minimize", "minimize"]
+    )
+    study = _finished(study, 30)
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=1)
     read: list[int] = []
     real = pruning.val_loss_curve
