@@ -127,7 +127,8 @@ class CriticalBatch:
             fit=StepsFit(float(fit["s_min"]), float(fit["b_noise"])) if fit else None,
             fit_range=_pair(d.get("fit_range")),
             branches=[BranchPoint(int(b["examples"]),
-                                  {int(k): float(v) for k, v in b["losses"].items()},
+                                  {int(k): math.nan if v is None else float(v)
+                                   for k, v in b["losses"].items()},
                                   int(b["critical"])) for b in d.get("branches", [])],
             branch_tolerance=float(d.get("branch_tolerance", 0.0)),
             elapsed_s=float(d.get("elapsed_s", 0.0)), budget_s=float(d.get("budget_s", 0.0)),

@@ -232,7 +232,9 @@ def measure_critical_batch(
 
 def save_critical(study: optuna.Study, crit: CriticalBatch) -> None:
     """Store ``crit`` in ``study`` (``bstune:critical``), where ``bstune report`` reads it."""
-    study.set_user_attr(CRITICAL_ATTR, crit.to_dict())
+    from bstune._json import json_safe
+
+    study.set_user_attr(CRITICAL_ATTR, json_safe(crit.to_dict()))  # the dashboard reads it too
 
 
 def load_critical(study: optuna.Study) -> CriticalBatch | None:

@@ -139,6 +139,11 @@ def test_the_stored_form_round_trips_through_json() -> None:
     crit = _crit()
     back = CriticalBatch.from_dict(json.loads(json.dumps(crit.to_dict())))
     assert back == crit
+    from bstune._json import json_safe
+
+    diverged = _crit(branches=[BranchPoint(640, {16: 0.5, 32: math.inf}, 16)])
+    back = CriticalBatch.from_dict(json.loads(json.dumps(json_safe(diverged.to_dict()))))
+    assert math.isnan(back.branches[0].losses[32])  # stored as null: a diverged branch
     inf = _crit(fit=StepsFit(10.0, math.inf), fit_range=(50.0, math.inf))
     text = json.dumps(inf.to_dict(), allow_nan=False)  # strict JSON: no Infinity
     assert math.isinf(CriticalBatch.from_dict(json.loads(text)).fit.b_noise)  # type: ignore[union-attr]
