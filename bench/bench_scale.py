@@ -28,7 +28,6 @@ import math
 import multiprocessing
 import os
 import random
-import signal
 import socket
 import statistics
 import subprocess
@@ -179,8 +178,13 @@ def main() -> None:
                     r = run(url, args.storage, k, args.trials, Path(tmp))
                 finally:
                     if proxy is not None:
-                        proxy.send_signal(signal.SIGINT)
-                        proxy.wait(timeout=30)
+                        # SIGTERM, not SIGINT: a process started in the background of a
+                        # non-interactive shell ignores SIGINT, and so would the proxy
+                        proxy.terminate()
+                        try:
+                            proxy.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            proxy.kill()
                 latency = ", ".join(f"{n}: {v * 1e3:.1f}" for n, v in r["decisions"].items())
                 print(f"| {k} | {path} | {r['trials']} | {r['per_min']:,.0f} | "
                       f"{r['p50'] * 1e3:.0f} / {r['p99'] * 1e3:.0f} | {latency} | {r['errors']} | "
