@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target-loss", type=_positive_number, metavar="LOSS",
         help="the validation loss to reach (default: the lowest the smallest batch size "
-        "reaches within a quarter of a run)",
+        "reaches within a quarter of a run, plus 5%% of the way back to its start)",
     )  # fmt: skip
     p.add_argument("--seeds", type=_positive_int, default=3, help="seeds per batch size (3)")
     p.add_argument(

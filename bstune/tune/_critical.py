@@ -5,7 +5,8 @@ at that batch size where one exists (½×, 1×, 2× its rate), else over a log g
 range moved to the batch size by its scaling rule, then refined around the best point — by the
 steps each rate takes to reach the target validation loss; the best rate then runs again with
 more seeds. The target, unless given, is the lowest loss the smallest batch size reached within
-a quarter of a run's cap, so that larger batch sizes have room to need more examples. With
+a quarter of a run's cap plus 5% of the way back to the loss before training, so that larger
+batch sizes have room to need more examples and a minimum touched once does not set it. With
 ``branched``, one run at the smallest batch size is branched at checkpoints into every batch
 size (its tuned rate) for the same number of examples (Merrill et al. 2025). The numbers are
 summarised in :mod:`bstune.analysis._critical` and stored in the study as ``bstune:critical``.
@@ -45,7 +46,8 @@ __all__ = ["CRITICAL_ATTR", "load_critical", "measure_critical_batch", "save_cri
 
 CRITICAL_ATTR = f"{ATTR}critical"
 _EVALS_PER_RUN = 64  # evaluations across a run's cap of examples
-_TARGET_FRACTION = 0.25  # the default target: the best loss within this share of the cap
+_TARGET_FRACTION = 0.25  # the default target: the best loss within this share of the cap,
+_TARGET_SLACK = 0.05  # plus this share of the way back to the loss before training
 
 
 @dataclass
@@ -159,7 +161,8 @@ def measure_critical_batch(
                 target = _default_target(tried, cap)
                 target_source = (
                     f"the lowest validation loss batch size {b} reached within "
-                    f"{_TARGET_FRACTION:.0%} of a run ({int(cap * _TARGET_FRACTION):,} examples)"
+                    f"{_TARGET_FRACTION:.0%} of a run ({int(cap * _TARGET_FRACTION):,} examples), "
+                    f"plus {_TARGET_SLACK:.0%} of the way back to the loss before training"
                 )
                 say(f"target validation loss {target:.4f} ({target_source})")
             assert target is not None
@@ -280,6 +283,9 @@ def _lr_grid(cfg: StudyConfig, hp: Hyperparams, points: int, known: bool) -> lis
 
 
 def _default_target(tried: dict[float, Curve], cap: int) -> float:
+    """The lowest loss the smallest batch size reached within a quarter of a run, plus 5% of
+    the way back to the loss before training: a target near the best, not at a minimum that
+    only one run's noise (or the onset of overfitting) touched."""
     within = [
         loss for c in tried.values() for _, ex, loss in c.points
         if ex <= cap * _TARGET_FRACTION and math.isfinite(loss)
@@ -287,7 +293,9 @@ def _default_target(tried: dict[float, Curve], cap: int) -> float:
     if not within:
         raise ConfigError("critical: every run at the smallest batch size diverged; lower the "
                           "learning-rate range")  # fmt: skip
-    return min(within)
+    low = min(within)
+    start = max(c.points[0][2] for c in tried.values() if c.points)
+    return low + _TARGET_SLACK * max(0.0, start - low)
 
 
 def _best_lr(tried: dict[float, Curve], target: float) -> float:
