@@ -1,8 +1,9 @@
 """``bstune critical``: the critical batch size of a study's workload, measured directly.
 
 For each batch size of a ladder the learning rate is re-tuned — around the study's best trial
-at that batch size where one exists (½×, 1×, 2× its rate), else over a log grid of the study's
-range moved to the batch size by its scaling rule, then refined around the best point — by the
+at that batch size where one exists (½×, 1×, 2× its rate; if none of those reaches the target,
+as below), else over a log grid of the study's range moved to the batch size by its scaling
+rule, then refined around the best point — by the
 steps each rate takes to reach the target validation loss; the best rate then runs again with
 more seeds. The target, unless given, is the lowest loss the smallest batch size reached within
 a quarter of a run's cap plus 5% of the way back to the loss before training, so that larger
@@ -166,6 +167,13 @@ def measure_critical_batch(
                 )
                 say(f"target validation loss {target:.4f} ({target_source})")
             assert target is not None
+            if known and steps_at_target(tried[_best_lr(tried, target)].by_step(),
+                                         target) is None:  # fmt: skip
+                # the study's best rate there (best for its own objective) misses this target
+                # at ½×, 1× and 2×: search the whole range as where the study has no trial
+                known, grid = False, _lr_grid(cfg, hp0, lr_points, False)
+                for lr in grid:
+                    tried[lr] = run(replace(hp0, lr=lr), seed0, target)
             if not known:  # refine around the grid's best point
                 best = _best_lr(tried, target)
                 ratio = math.sqrt(grid[1] / grid[0])
