@@ -313,18 +313,16 @@ def critical_verdict(
     return lines
 
 
-def _compare(name: str, value: float, measured: float, what: str) -> str:
+def _compare(name: str, value: float, measured: float, what: str, bound: str = "") -> str:
     if not math.isfinite(measured) or measured <= 0:
         return f"{name} is {value:.0f}; {what} could not be measured to compare it"
     ratio = value / measured
+    shown = f"{'≥ ' if bound else ''}{measured:.0f}"
     if 1 / AGREE <= ratio <= AGREE:
-        return (
-            f"{name} ({value:.0f}) agrees with {what} ({measured:.0f}): within 2× "
-            f"({ratio:.2f}×)"
-        )
+        return f"{name} ({value:.0f}) agrees with {what} ({shown}): within 2× ({ratio:.2f}×)"
     side = "below" if ratio < 1 else "above"
     return (
-        f"{name} ({value:.0f}) does not agree with {what} ({measured:.0f}): {ratio:.2f}×, "
+        f"{name} ({value:.0f}) does not agree with {what} ({shown}): {ratio:.2f}×, "
         f"{side} it by more than 2×"
     )
 
@@ -335,4 +333,4 @@ def _compare_rule(name: str, value: float, measured: float, bound: str) -> str:
             f"{name} (batch {value:.0f}) is consistent with the measurement: the critical batch "
             f"size is at least {measured:.0f}"
         )
-    return _compare(name, value, measured, "the measured critical batch size")
+    return _compare(name, value, measured, "the measured critical batch size", bound)

@@ -169,3 +169,5 @@ def test_the_verdict_says_whether_the_proxies_agree() -> None:
     assert "agrees with the fit's B_noise (120): within 2× (0.75×)" in lines[1]
     bound = critical_verdict(_crit(rule=128.0, rule_bound="at least"), None, 512)
     assert "at least 128" in bound[1] and "consistent" in bound[1]
+    below = critical_verdict(_crit(rule=128.0, rule_bound="at least"), None, 32)
+    assert "(32) does not agree with the measured critical batch size (≥ 128)" in below[1]
