@@ -40,6 +40,7 @@ __all__ = [
     "steps_at_target",
 ]
 
+CRITICAL_ATTR = "bstune:critical"  # the study attribute `bstune critical` stores it in
 OVERHEAD = 0.2  # Zhang et al.: 20% more steps than perfect linear scaling
 AGREE = 2.0  # a proxy "agrees" with the measurement within this factor
 
@@ -134,6 +135,32 @@ class CriticalBatch:
             elapsed_s=float(d.get("elapsed_s", 0.0)), budget_s=float(d.get("budget_s", 0.0)),
             notes=list(d.get("notes", [])),
         )  # fmt: skip
+
+
+def stored_critical(user_attrs: Mapping[str, Any]) -> CriticalBatch | None:
+    """The measurement stored in a study's user attributes, if any this bstune can read."""
+    stored = user_attrs.get(CRITICAL_ATTR)
+    if not isinstance(stored, Mapping):
+        return None
+    try:
+        return CriticalBatch.from_dict(stored)
+    except (KeyError, TypeError, ValueError):
+        return None  # written by another bstune
+
+
+def critical_table(crit: CriticalBatch) -> list[list[Any]]:
+    """Per rung: batch size, rate, median steps (None: not reached), examples relative to the
+    smallest batch size's (None where unknown), and each seed's steps as text."""
+    body: list[list[Any]] = []
+    base = None
+    for r in crit.rungs:
+        s = r.median_steps
+        examples = None if s is None else s * r.batch_size
+        base = base if base is not None or examples is None else examples
+        ratio = None if examples is None or not base else examples / base
+        seeds = ", ".join("-" if v is None else f"{v:.0f}" for v in r.steps)
+        body.append([r.batch_size, r.lr, s, ratio, seeds])
+    return body
 
 
 def _pair(v: Any) -> tuple[float, float] | None:

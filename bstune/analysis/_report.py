@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from bstune.analysis._critical import CriticalBatch, critical_verdict
+from bstune.analysis._critical import CriticalBatch, critical_verdict, stored_critical
 from bstune.analysis._hypervolume import _hv_history, _ideal, _normalise, _reference
 from bstune.analysis._pareto import hypervolume, knee
 from bstune.analysis._rows import (
@@ -52,7 +52,7 @@ from bstune.analysis._rows import (
     objective_names,
 )
 from bstune.analysis._science import NoiseReport, Throughput, noise_report
-from bstune.config._objectives import ATTR, UNITS
+from bstune.config._objectives import UNITS
 
 __all__ = [
     "BatchSizeRow",
@@ -181,7 +181,7 @@ def build_report(
         importances = _importances(study) if len(done) >= 2 else None
     constrained = _constrained(done, constraints, objectives, directions) if constraints else None
     noise = noise_report(rows, front, probe_throughput)
-    critical = _stored_critical(study)
+    critical = stored_critical(study.user_attrs)
     verdict = (
         critical_verdict(critical, noise.noise_scale if noise else None,
                          noise.best_goodput if noise else None)
@@ -206,17 +206,6 @@ def build_report(
         critical=critical,
         critical_verdict=verdict,
     )
-
-
-def _stored_critical(study: optuna.Study) -> CriticalBatch | None:
-    """What `bstune critical` stored in the study, if anything it can read."""
-    stored = study.user_attrs.get(f"{ATTR}critical")
-    if not isinstance(stored, dict):
-        return None
-    try:
-        return CriticalBatch.from_dict(stored)
-    except (KeyError, TypeError, ValueError):
-        return None  # written by another bstune: the rest of the report still stands
 
 
 def _timing_warnings(front: Sequence[TrialRow], objectives: Sequence[str]) -> list[str]:

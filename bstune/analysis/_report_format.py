@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bstune._json import dumps
+from bstune.analysis._critical import critical_table
 from bstune.analysis._report import BatchSizeRow, Recommendation, Report, _jsonable
 from bstune.analysis._rows import TrialRow
 from bstune.config._objectives import UNITS
@@ -113,15 +114,10 @@ def _noise_table(report: Report) -> tuple[list[str], list[list[Any]]]:
 def _critical_table(report: Report) -> tuple[list[str], list[list[Any]]]:
     assert report.critical is not None
     headers = ["batch size", "lr", "steps to target (median)", "examples vs linear", "seeds"]
-    body: list[list[Any]] = []
-    base = None
-    for r in report.critical.rungs:
-        s = r.median_steps
-        examples = None if s is None else s * r.batch_size
-        base = base if base is not None or examples is None else examples
-        ratio = None if examples is None or not base else round(examples / base, 2)
-        seeds = ", ".join("-" if v is None else f"{v:.0f}" for v in r.steps)
-        body.append([r.batch_size, r.lr, "not reached" if s is None else round(s), ratio, seeds])
+    body = [
+        [b, lr, "not reached" if s is None else round(s), None if r is None else round(r, 2), e]
+        for b, lr, s, r, e in critical_table(report.critical)
+    ]
     return headers, body
 
 

@@ -59,21 +59,15 @@ def _cmd_critical(args: argparse.Namespace) -> int:
 
 
 def _print(crit: Any, verdict: list[str]) -> None:
+    from bstune.analysis._critical import critical_table
+
     print(f"target validation loss {crit.target_loss:.4f} ({crit.target_source}); optimizer "
           f"{crit.optimizer}; runs capped at {crit.max_examples:,} examples")  # fmt: skip
-    base = None
-    print(f"{'batch':>6}  {'lr':>9}  {'steps (median)':>14}  {'examples':>10}  "
-          f"{'vs linear':>9}  seeds")  # fmt: skip
-    for r in crit.rungs:
-        s = r.median_steps
-        examples = s * r.batch_size if s is not None else None
-        if base is None and examples is not None:
-            base = examples
-        ratio = f"{examples / base:.2f}×" if examples is not None and base else "-"
-        each = ", ".join("-" if v is None else f"{v:.0f}" for v in r.steps)
+    print(f"{'batch':>6}  {'lr':>9}  {'steps (median)':>14}  {'vs linear':>9}  seeds")
+    for b, lr, s, ratio, seeds in critical_table(crit):
         steps = "not reached" if s is None else f"{s:.0f}"
-        shown = "-" if examples is None else f"{examples:,.0f}"
-        print(f"{r.batch_size:>6}  {r.lr:>9.3g}  {steps:>14}  {shown:>10}  {ratio:>9}  {each}")
+        shown = "-" if ratio is None else f"{ratio:.2f}×"
+        print(f"{b:>6}  {lr:>9.3g}  {steps:>14}  {shown:>9}  {seeds}")
     for line in verdict:
         print(line)
     for note in crit.notes:

@@ -21,7 +21,13 @@ import torch
 
 from bstune.config._errors import ConfigError
 from bstune.data._datasets import Split, StreamSplit
-from bstune.training._engine import RunSpec, _build, _evaluate, resolve_device
+from bstune.training._engine import (
+    RunSpec,
+    _build,
+    _evaluate,
+    _tensor_batches,
+    resolve_device,
+)
 from bstune.training._stepper import _autocast_dtype, _Stepper, warmup_steps
 
 __all__ = ["Curve", "DeadlineError", "TargetRun"]
@@ -152,6 +158,4 @@ class TargetRun:
             return
         assert isinstance(train, Split)
         perm = torch.randperm(len(train), generator=self._shuffle).to(self.device)
-        for i in range(len(train) // b):  # full batches only: every step is of size b
-            idx = perm[i * b : (i + 1) * b]
-            yield train.x.index_select(0, idx), train.y.index_select(0, idx)
+        yield from _tensor_batches(train, perm, b, len(train) // b)  # full batches only

@@ -27,11 +27,13 @@ import optuna
 from optuna.trial import TrialState
 
 from bstune.analysis._critical import (
+    CRITICAL_ATTR,
     BranchPoint,
     CriticalBatch,
     Rung,
     branch_critical,
     steps_at_target,
+    stored_critical,
     summarize,
 )
 from bstune.config._errors import ConfigError
@@ -45,7 +47,6 @@ from bstune.tune._space import fixed_hparams, scale_hparams
 
 __all__ = ["CRITICAL_ATTR", "load_critical", "measure_critical_batch", "save_critical"]
 
-CRITICAL_ATTR = f"{ATTR}critical"
 _EVALS_PER_RUN = 64  # evaluations across a run's cap of examples
 _TARGET_FRACTION = 0.25  # the default target: the best loss within this share of the cap,
 _TARGET_SLACK = 0.05  # plus this share of the way back to the loss before training
@@ -114,8 +115,8 @@ def measure_critical_batch(
     epochs = max_epochs if max_epochs is not None else 2.0 * cfg.training.epochs
     cap = int(epochs * n)
     every = max(1, cap // _EVALS_PER_RUN)
-    best_hp = _best_by_batch(study, cfg) if study is not None else {}
-    optimizer = _optimizer(study, cfg)
+    best_hp = _best_by_batch(study) if study is not None else {}
+    optimizer = _optimizer(best_hp, cfg)
 
     def spec(hp: Hyperparams, seed: int) -> RunSpec:
         return replace(RunSpec.from_study(cfg, data, hp), seed=seed, evaluate_test=False)
@@ -249,8 +250,8 @@ def save_critical(study: optuna.Study, crit: CriticalBatch) -> None:
 
 
 def load_critical(study: optuna.Study) -> CriticalBatch | None:
-    stored = study.user_attrs.get(CRITICAL_ATTR)
-    return CriticalBatch.from_dict(stored) if stored else None
+    """What ``save_critical`` stored in ``study``, if anything this bstune can read."""
+    return stored_critical(study.user_attrs)
 
 
 def _check_budget(
@@ -318,7 +319,7 @@ def _best_lr(tried: dict[float, Curve], target: float) -> float:
     return min(tried, key=key)
 
 
-def _best_by_batch(study: optuna.Study, cfg: StudyConfig) -> dict[int, Hyperparams]:
+def _best_by_batch(study: optuna.Study) -> dict[int, Hyperparams]:
     """Per batch size, the hyperparameters of the complete trial with the lowest final
     validation loss (what bstune stored with it)."""
     best: dict[int, tuple[float, Hyperparams]] = {}
@@ -338,13 +339,12 @@ def _best_by_batch(study: optuna.Study, cfg: StudyConfig) -> dict[int, Hyperpara
     return {b: hp for b, (_, hp) in best.items()}
 
 
-def _optimizer(study: optuna.Study | None, cfg: StudyConfig) -> str:
+def _optimizer(best_hp: dict[int, Hyperparams], cfg: StudyConfig) -> str:
     """The optimizer of the study's best trials (the most common among the rungs' best), else
     the study file's first."""
-    if study is not None:
-        chosen = [hp.optimizer for hp in _best_by_batch(study, cfg).values()]
-        if chosen:
-            return max(sorted(set(chosen)), key=chosen.count)
+    chosen = [hp.optimizer for hp in best_hp.values()]
+    if chosen:
+        return max(sorted(set(chosen)), key=chosen.count)
     return cfg.search_space.optimizer[0]
 
 
