@@ -268,7 +268,12 @@ def _open_rdb(
         try:
             with warnings.catch_warnings():  # heartbeat arguments are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, **(heartbeat or {}))
+                storage = optuna.storages.RDBStorage(url, **(heartbeat or {}))
+            # Opening left two connections in the pool (the tables' and the schema check's);
+            # a worker needs one at a time (two with a heartbeat). Released, 64 workers fit
+            # PostgreSQL's default of 100 connections.
+            storage.engine.dispose()
+            return storage
         except (OperationalError, IntegrityError) as e:
             # Only the race between processes creating the tables is worth another try; a
             # server that refuses the connection, an unknown host or a bad password is not.
