@@ -5,7 +5,8 @@ Optuna's percentile and median pruners walk every completed trial on every decis
 cached storage sorts every trial on every read): at 10,000 trials that was 18.6 ms a decision
 here, growing linearly. A finished trial cannot change, so :class:`StudyIndex` reads only the
 trials that are new or were unfinished at the last read (from a database, the same query
-Optuna's cache makes; elsewhere it walks the trial list but translates only what is new) and
+Optuna's cache makes; through a gRPC proxy, the same request Optuna's client cache sends;
+elsewhere it walks the trial list but translates only what is new) and
 keeps, per step, the validation losses of the completed trials, and the Pareto front of the
 completed, feasible ones. :meth:`StudyIndex.percentile_prune` is Optuna's
 ``PercentilePruner.prune`` on the single-objective view (validation loss, minimised) — the same

@@ -124,10 +124,20 @@ def percentile_settings(pruner: optuna.pruners.BasePruner) -> PercentileSettings
 def changed_trials(
     study: optuna.Study, unfinished: set[int], after_id: int
 ) -> list[FrozenTrial] | None:
-    """The trials of ``study`` whose id is above ``after_id`` or in ``unfinished``, read from its
-    database (``RDBStorage._get_trials``, what Optuna's cache reads); None where the storage is
-    not a database (the caller reads every trial instead)."""
+    """The trials of ``study`` whose id is above ``after_id`` or in ``unfinished``: read from its
+    database (``RDBStorage._get_trials``, what Optuna's cache reads), or through a gRPC proxy
+    (its ``GetTrials`` request with the same two filters, what ``GrpcStorageProxy``'s cache
+    sends); None elsewhere (the caller reads every trial instead)."""
     backend = backend_of(study._storage)
+    if isinstance(backend, optuna.storages.GrpcStorageProxy):
+        from optuna.storages._grpc import servicer
+        from optuna.storages._grpc.auto_generated import api_pb2
+
+        reply = backend._stub.GetTrials(api_pb2.GetTrialsRequest(
+            study_id=study._study_id, included_trial_ids=sorted(unfinished),
+            trial_id_greater_than=after_id,
+        ))  # fmt: skip
+        return [servicer._from_proto_trial(t) for t in reply.trials]
     if not isinstance(backend, optuna.storages.RDBStorage):
         return None
     return backend._get_trials(

@@ -169,3 +169,41 @@ def test_the_proxy_reads_a_finished_trial_from_the_database_once(  # type: ignor
         event.remove(Engine, "before_cursor_execute", count)
     assert [t.params["x"] for t in trials] == [0, 1, 2, 3, 4]
     assert not [q for q in queries if "trial_params" in q or "trial_values" in q], queries
+
+
+def test_a_decision_through_the_proxy_reads_only_what_changed(proxy, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Through the proxy, as from a database, the pruner's index asks only for the trials that
+    are new or were running (the GetTrials request's two filters; pinned private API)."""
+    import bstune.tune._optuna_private as private
+    from bstune.tune._pruning import report_val_loss
+    from bstune.tune._storage import open_storage
+
+    url, _ = proxy
+    study = optuna.create_study(storage=open_storage(url), directions=["minimize", "minimize"],
+                                pruner=optuna.pruners.NopPruner())  # fmt: skip
+    for i in range(6):
+        t = study.ask()
+        report_val_loss(t, 1, 1.0 + i)
+        study.tell(t, [1.0 + i, 1.0])
+    running = study.ask()
+    ids = [private.trial_id(t) for t in study.get_trials(deepcopy=False)]
+    got = private.changed_trials(study, {ids[-1]}, ids[-1])
+    assert [t.number for t in got or []] == [running.number], (
+        "GrpcStorageProxy's GetTrials no longer reads the trials above an id or among given ids"
+    )
+    assert [t.number for t in private.changed_trials(study, set(), ids[2]) or []] == [3, 4, 5, 6]
+    # the median pruner through the proxy: the first decision reads every trial, later ones
+    # only the running trial
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=1)
+    fetched: list[int] = []
+    real = private.changed_trials
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        out = real(*args)
+        fetched.append(len(out or []))
+        return out
+
+    monkeypatch.setattr("bstune.tune._incremental.changed_trials", counting)
+    for step in (1, 2, 3):
+        report_val_loss(running, step, 0.5)
+    assert fetched[0] == 7 and fetched[1:] == [1, 1]
