@@ -3,14 +3,16 @@
 For each batch size of a ladder the learning rate is re-tuned — around the study's best trial
 at that batch size where one exists (½×, 1×, 2× its rate; if none of those reaches the target,
 as below), else over a log grid of the study's range moved to the batch size by its scaling
-rule, then refined around the best point — by the
-steps each rate takes to reach the target validation loss; the best rate then runs again with
-more seeds. The target, unless given, is the lowest loss the smallest batch size reached within
-a quarter of a run's cap plus 5% of the way back to the loss before training, so that larger
-batch sizes have room to need more examples and a minimum touched once does not set it. With
-``branched``, one run at the smallest batch size is branched at checkpoints into every batch
-size (its tuned rate) for the same number of examples (Merrill et al. 2025). The numbers are
-summarised in :mod:`bstune.analysis._critical` and stored in the study as ``bstune:critical``.
+rule, then refined around the best point — by the steps each rate takes to reach the target
+validation loss. A batch size that then needs more examples than a larger one (perfect scaling
+at best keeps them equal) was under-tuned, and is searched again around the larger one's rate
+and across the range. The best rate then runs again with more seeds. The target, unless given,
+is the lowest loss the smallest batch size reached within a quarter of a run's cap plus 5% of
+the way back to the loss before training, so that larger batch sizes have room to need more
+examples and a minimum touched once does not set it. With ``branched``, one run at the smallest
+batch size is branched at checkpoints into every batch size (its tuned rate) for the same
+number of examples (Merrill et al. 2025). The numbers are summarised in
+:mod:`bstune.analysis._critical` and stored in the study as ``bstune:critical``.
 
 Everything runs within ``budget_s``: the work goes seed 0 across the whole ladder first, then
 the other seeds, then the branches, so a budget that runs out leaves the widest answer it can.
@@ -180,8 +182,7 @@ def measure_critical_batch(
                 ratio = math.sqrt(grid[1] / grid[0])
                 for lr in (best / ratio, best * ratio):
                     tried[lr] = run(replace(hp0, lr=lr), seed0, target)
-            best = _best_lr(tried, target)
-            steps = steps_at_target(tried[best].by_step(), target)
+            steps = steps_at_target(tried[_best_lr(tried, target)].by_step(), target)
             if b == sizes[0] and steps is None:
                 low = min(c.last_loss for c in tried.values())
                 raise ConfigError(
@@ -189,10 +190,35 @@ def measure_critical_batch(
                     f"{b} within {epochs:g} epochs (lowest {low:.4f}); give --target-loss above "
                     f"{low:.4f} or more --max-epochs"
                 )
-            rungs[b] = Rung(b, best, [steps],
-                            {f"{lr:.6g}": steps_at_target(c.by_step(), target)
-                             for lr, c in sorted(tried.items())})  # fmt: skip
+            rungs[b] = _rung(b, tried, target)
             curves[b] = tried
+        # A batch size that needed more examples than a larger one was under-tuned (perfect
+        # scaling at best keeps the examples constant): its rate search missed. Search it again
+        # around the larger one's rate moved there (linear, square-root and no scaling) and
+        # across the whole range, then refine around the best.
+        assert target is not None
+        for b in _under_tuned(rungs):
+            tried = curves[b]
+            donor = min((c for c in rungs if c > b and rungs[c].steps[0] is not None),
+                        key=lambda c: (rungs[c].steps[0] or 0) * c)  # fmt: skip
+            lr_d, k = rungs[donor].lr, b / donor
+            grid = _lr_grid(cfg, base(b), lr_points, False)
+            extra = [lr for lr in (lr_d * k, lr_d * math.sqrt(k), lr_d, *grid)
+                     if all(abs(math.log(lr / t)) > 0.05 for t in tried)]  # fmt: skip
+            before = rungs[b].steps[0]
+            for lr in extra:
+                tried[lr] = run(replace(base(b), lr=lr), seed0, target)
+            best = _best_lr(tried, target)
+            ratio = math.sqrt(grid[1] / grid[0])
+            for lr in (best / ratio, best * ratio):
+                if all(abs(math.log(lr / t)) > 0.05 for t in tried):
+                    tried[lr] = run(replace(base(b), lr=lr), seed0, target)
+            rungs[b] = _rung(b, tried, target)
+            notes.append(
+                f"batch size {b} needed more examples than {donor} at the rates first tried "
+                f"({_fmt_steps(before)} steps); re-tuned over {len(tried)} rates: "
+                f"{_fmt_steps(rungs[b].steps[0])} steps"
+            )
     except DeadlineError:
         notes.append(f"the budget ran out while tuning the learning rate at batch size {b}")
     if len(rungs) < 3 or target is None:
@@ -305,6 +331,30 @@ def _default_target(tried: dict[float, Curve], cap: int) -> float:
     low = min(within)
     start = max(c.points[0][2] for c in tried.values() if c.points)
     return low + _TARGET_SLACK * max(0.0, start - low)
+
+
+def _rung(b: int, tried: dict[float, Curve], target: float) -> Rung:
+    """Batch size ``b``'s rung: its best rate, that rate's steps, and every rate's steps."""
+    best = _best_lr(tried, target)
+    return Rung(b, best, [steps_at_target(tried[best].by_step(), target)],
+                {f"{lr:.6g}": steps_at_target(c.by_step(), target)
+                 for lr, c in sorted(tried.items())})  # fmt: skip
+
+
+def _under_tuned(rungs: dict[int, Rung], slack: float = 0.1) -> list[int]:
+    """The batch sizes that needed more than ``1 + slack`` times the examples of some larger
+    one (or never reached the target where a larger one did), smallest first."""
+    out = []
+    for b, rung in rungs.items():
+        larger = [c * (r.steps[0] or 0) for c, r in rungs.items()
+                  if c > b and r.steps[0] is not None]  # fmt: skip
+        if larger and (rung.steps[0] is None or b * rung.steps[0] > (1 + slack) * min(larger)):
+            out.append(b)
+    return sorted(out)
+
+
+def _fmt_steps(steps: float | None) -> str:
+    return "never reached" if steps is None else f"{steps:.0f}"
 
 
 def _best_lr(tried: dict[float, Curve], target: float) -> float:
