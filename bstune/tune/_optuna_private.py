@@ -18,6 +18,10 @@ test fails with a message naming it — never silently different decisions.
   bstune's incremental form of the same decision (``_incremental``).
 - ``RDBStorage._get_trials``: the trials of a study that are new or were unfinished when last
   read — what Optuna's own cache reads, without its sort of every trial on each call.
+  Through a gRPC proxy the same: ``GrpcStorageProxy._stub``, the ``GetTrialsRequest`` of
+  ``storages._grpc.auto_generated.api_pb2`` and ``storages._grpc.servicer._from_proto_trial``
+  (what ``GrpcStorageProxy``'s client cache sends and decodes); pinned in
+  ``tests/tune_tests/test_grpc_proxy.py``, which runs a proxy.
 - ``storages._rdb.storage._create_scoped_session``, ``storages._rdb.models`` (``TrialModel``,
   ``TrialUserAttributeModel``) and ``RDBStorage.check_trial_is_updatable``: several user
   attributes of a trial in one transaction of three statements (Optuna commits each
