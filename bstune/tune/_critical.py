@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import optuna
@@ -203,16 +203,12 @@ def measure_critical_batch(
                         key=lambda c: (rungs[c].steps[0] or 0) * c)  # fmt: skip
             lr_d, k = rungs[donor].lr, b / donor
             grid = _lr_grid(cfg, base(b), lr_points, False)
-            extra = [lr for lr in (lr_d * k, lr_d * math.sqrt(k), lr_d, *grid)
-                     if all(abs(math.log(lr / t)) > 0.05 for t in tried)]  # fmt: skip
             before = rungs[b].steps[0]
-            for lr in extra:
+            for lr in _untried([lr_d * k, lr_d * math.sqrt(k), lr_d, *grid], tried):
                 tried[lr] = run(replace(base(b), lr=lr), seed0, target)
-            best = _best_lr(tried, target)
-            ratio = math.sqrt(grid[1] / grid[0])
-            for lr in (best / ratio, best * ratio):
-                if all(abs(math.log(lr / t)) > 0.05 for t in tried):
-                    tried[lr] = run(replace(base(b), lr=lr), seed0, target)
+            best, ratio = _best_lr(tried, target), math.sqrt(grid[1] / grid[0])
+            for lr in _untried([best / ratio, best * ratio], tried):
+                tried[lr] = run(replace(base(b), lr=lr), seed0, target)
             rungs[b] = _rung(b, tried, target)
             notes.append(
                 f"batch size {b} needed more examples than {donor} at the rates first tried "
@@ -351,6 +347,15 @@ def _under_tuned(rungs: dict[int, Rung], slack: float = 0.1) -> list[int]:
         if larger and (rung.steps[0] is None or b * rung.steps[0] > (1 + slack) * min(larger)):
             out.append(b)
     return sorted(out)
+
+
+def _untried(rates: Sequence[float], tried: Mapping[float, object]) -> list[float]:
+    """``rates`` less those within 5% of a rate already tried or earlier in ``rates``."""
+    out: list[float] = []
+    for lr in rates:
+        if all(abs(math.log(lr / t)) > 0.05 for t in [*tried, *out]):
+            out.append(lr)
+    return out
 
 
 def _fmt_steps(steps: float | None) -> str:
