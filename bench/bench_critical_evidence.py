@@ -136,7 +136,8 @@ def main() -> None:
                 rows.append(r)
                 ratio = r["noise"] / r["fit"] if r["fit"] and math.isfinite(r["fit"]) else math.nan
                 rule = "-" if r["rule"] is None else f"{'≥ ' if r['bound'] else ''}{r['rule']:.0f}"
-                trend = ", ".join(f"{e:,}: {c}" for e, c in r["branches"]) or "-"
+                trend = ", ".join(f"{e:,}: {'not measurable' if c is None else c}"
+                                  for e, c in r["branches"]) or "-"  # fmt: skip
                 print(f"| {seed} | {r['noise']:.0f} | {r['recommended']} | {rule} | "
                       f"{r['fit']:.0f} | {ratio:.2f} | {trend} |", flush=True)  # fmt: skip
             within = [

@@ -77,11 +77,16 @@ class StepsFit:
 class BranchPoint:
     """Branches from one checkpoint of the reference run: the examples trained before it, the
     loss each batch size reached after the same further examples, and the critical batch size
-    there (the largest within the tolerance of the smallest batch size's loss)."""
+    there (the largest within the tolerance of the smallest batch size's loss) — ``None`` where
+    the branches could not tell the batch sizes apart: the smallest batch size's branch lowered
+    the validation loss from ``start_loss`` (the checkpoint's) by less than the tolerance, so
+    every branch is within it and "the largest within tolerance" would only be the ladder's
+    top."""
 
     examples: int
     losses: dict[int, float]
-    critical: int
+    critical: int | None
+    start_loss: float | None = None  # None: not recorded (an older bstune), or not finite
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,9 @@ class CriticalBatch:
             branches=[BranchPoint(int(b["examples"]),
                                   {int(k): math.nan if v is None else float(v)
                                    for k, v in b["losses"].items()},
-                                  int(b["critical"])) for b in d.get("branches", [])],
+                                  None if b["critical"] is None else int(b["critical"]),
+                                  _loss(b.get("start_loss")))
+                      for b in d.get("branches", [])],
             branch_tolerance=float(d.get("branch_tolerance", 0.0)),
             elapsed_s=float(d.get("elapsed_s", 0.0)), budget_s=float(d.get("budget_s", 0.0)),
             notes=list(d.get("notes", [])),
@@ -165,6 +172,10 @@ def critical_table(crit: CriticalBatch) -> list[list[Any]]:
 
 def _pair(v: Any) -> tuple[float, float] | None:
     return (float(v[0]), float(v[1])) if v else None
+
+
+def _loss(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 def steps_at_target(evals: Sequence[tuple[int, float]], target: float) -> float | None:
@@ -284,15 +295,29 @@ def summarize(
     return rule, rule_range, fit, fit_range
 
 
-def branch_critical(losses: Mapping[int, float], tolerance: float) -> int:
+def branch_critical(
+    losses: Mapping[int, float], tolerance: float, start_loss: float | None = None
+) -> int | None:
     """The largest batch size whose loss is within ``tolerance`` (relative) of the smallest
     batch size's, every smaller one within it too (Merrill et al.'s branched measurement).
+    ``None`` when the smallest batch size's branch did not lower the loss from ``start_loss``
+    (the checkpoint's, where known) by more than ``tolerance``: with the loss at its floor every
+    branch lands within the tolerance and the comparison measures nothing.
 
     >>> branch_critical({16: 1.00, 32: 1.005, 64: 1.02, 128: 1.2}, 0.01)
     32
+    >>> branch_critical({16: 1.00, 32: 1.005, 64: 1.02, 128: 1.2}, 0.01, start_loss=1.3)
+    32
+    >>> branch_critical({16: 0.100, 32: 0.100, 64: 0.1005}, 0.01, start_loss=0.1007) is None
+    True
     """
     sizes = sorted(losses)
     ref = losses[sizes[0]]
+    moved = start_loss is None or not math.isfinite(start_loss) or (
+        math.isfinite(ref) and ref < start_loss * (1 - tolerance)
+    )  # the smallest batch size's branch lowered the loss (or where it started is unknown)
+    if not moved:
+        return None
     best = sizes[0]
     for b in sizes[1:]:
         if not (math.isfinite(losses[b]) and losses[b] <= ref * (1 + tolerance)):
@@ -327,15 +352,34 @@ def critical_verdict(
     if recommended is not None:
         lines.append(_compare_rule("the goodput recommendation", recommended, measured,
                                    crit.rule_bound))  # fmt: skip
-    if crit.branches:
-        first, last = crit.branches[0], crit.branches[-1]
+    measured_points = [p for p in crit.branches if p.critical is not None]
+    flat = len(crit.branches) - len(measured_points)
+    flat_note = (
+        f"; {flat} of {len(crit.branches)} checkpoints not measurable (the loss moved less than "
+        f"{crit.branch_tolerance:.0%} in the branch)" if flat else ""
+    )  # fmt: skip
+    if len(measured_points) >= 2:
+        first, last = measured_points[0], measured_points[-1]
+        assert first.critical is not None and last.critical is not None
         trend = (
             "rising" if last.critical > first.critical
             else "falling" if last.critical < first.critical else "flat"
         )  # fmt: skip
         lines.append(
             f"along training (branched): {first.critical} after {first.examples:,} examples → "
-            f"{last.critical} after {last.examples:,} ({trend})"
+            f"{last.critical} after {last.examples:,} ({trend}){flat_note}"
+        )
+    elif measured_points:
+        p = measured_points[0]
+        lines.append(
+            f"along training (branched): {p.critical} after {p.examples:,} examples{flat_note}"
+        )
+    elif crit.branches:
+        lines.append(
+            f"along training (branched): not measurable at any of {len(crit.branches)} "
+            f"checkpoints — the loss moved less than {crit.branch_tolerance:.0%} in the branch "
+            "(at its floor); a smaller --tolerance, or more --branch-points (the first one "
+            "earlier), would measure it"
         )
     return lines
 

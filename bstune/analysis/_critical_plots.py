@@ -60,8 +60,16 @@ def critical_figures(crit: CriticalBatch, noise_scale: float | None = None) -> d
     figs["critical_steps"] = fig
     if crit.branches:
         fig, ax = plt.subplots(figsize=(6.5, 4.0), layout="constrained")
-        ax.plot([p.examples for p in crit.branches], [p.critical for p in crit.branches], "o-")
-        ax.set_yscale("log", base=2)
+        points = [(p.examples, p.critical) for p in crit.branches if p.critical is not None]
+        ax.plot([e for e, _ in points], [c for _, c in points], "o-")
+        for p in crit.branches:
+            if p.critical is None:  # the loss at its floor: nothing measured there
+                ax.axvline(p.examples, color="0.7", lw=1, ls=":")
+        if points:
+            ax.set_yscale("log", base=2)
+        else:
+            ax.text(0.5, 0.5, "not measurable at any checkpoint:\nthe loss did not move in the "
+                    "branches", ha="center", va="center", transform=ax.transAxes)  # fmt: skip
         ax.set_xlabel("examples trained before the branch")
         ax.set_ylabel("critical batch size")
         ax.set_title(f"Critical batch size along training (branched, tolerance "

@@ -426,7 +426,7 @@ def _branches(
     out = []
     for i in range(1, points + 1):
         checkpoint = cap * i // (points + 1)
-        trunk.train(checkpoint - trunk.examples, every * 1000)
+        start = trunk.train(checkpoint - trunk.examples, every * 1000).last_loss
         if time.monotonic() > budget.deadline:
             raise DeadlineError
         losses = {}
@@ -434,8 +434,14 @@ def _branches(
             branch = trunk.branch(b, rungs[b].lr)
             curve = branch.train(delta, delta, deadline=budget.deadline)
             losses[b] = curve.last_loss
-        point = BranchPoint(trunk.examples, losses, branch_critical(losses, tolerance))
-        say(f"branched at {trunk.examples:,} examples: critical batch size {point.critical} "
+        start_loss = start if math.isfinite(start) else None
+        critical = branch_critical(losses, tolerance, start_loss)
+        point = BranchPoint(trunk.examples, losses, critical, start_loss)
+        found = (
+            f"critical batch size {point.critical}" if point.critical is not None
+            else f"not measurable (the loss moved less than {tolerance:.0%} in the branch)"
+        )  # fmt: skip
+        say(f"branched at {trunk.examples:,} examples: {found} "
             f"({max(0.0, budget.left()):.0f} s left)")  # fmt: skip
         out.append(point)
     return out

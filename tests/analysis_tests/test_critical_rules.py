@@ -119,6 +119,18 @@ def test_the_branched_rule_takes_the_largest_batch_within_the_tolerance() -> Non
     assert branch_critical({16: 1.0, 32: math.nan}, 0.01) == 16
 
 
+def test_a_branch_whose_loss_did_not_move_measures_nothing() -> None:
+    """At the loss's floor every branch is within the tolerance of the smallest batch's: the
+    ladder's top would be "critical" by default. From where the branch started, it is not."""
+    at_floor = {16: 0.100, 32: 0.1002, 64: 0.1004, 128: 0.1008}
+    assert branch_critical(at_floor, 0.01) == 128  # what the rule alone says
+    assert branch_critical(at_floor, 0.01, start_loss=0.1009) is None
+    assert branch_critical(at_floor, 0.01, start_loss=0.30) == 128  # it moved: 128 is measured
+    assert branch_critical({16: math.inf, 32: 0.5}, 0.01, start_loss=1.0) is None  # diverged
+    moving = {16: 0.50, 32: 0.502, 64: 0.55}
+    assert branch_critical(moving, 0.01, start_loss=0.60) == 32
+
+
 def _crit(**changes) -> CriticalBatch:  # type: ignore[no-untyped-def]
     rungs = [Rung(b, 1e-3 * b / 16, s, {"0.001": 1.0}) for b, s in
              zip([16, 32, 64, 128], [[100.0, 110.0], [52.0, 50.0], [31.0, 30.0], [22.0, None]],
@@ -164,10 +176,36 @@ def test_the_verdict_says_whether_the_proxies_agree() -> None:
            "below it by more than 2×" in lines[1]  # fmt: skip
     assert "goodput recommendation (128) agrees with the measured critical batch size (100)" \
         in lines[2]  # fmt: skip
-    assert "along training (branched)" in lines[3]
+    assert lines[3] == "along training (branched): 16 after 640 examples"
     lines = critical_verdict(crit, noise_scale=90.0, recommended=None)
     assert "agrees with the fit's B_noise (120): within 2× (0.75×)" in lines[1]
     bound = critical_verdict(_crit(rule=128.0, rule_bound="at least"), None, 512)
     assert "at least 128" in bound[1] and "consistent" in bound[1]
     below = critical_verdict(_crit(rule=128.0, rule_bound="at least"), None, 32)
     assert "(32) does not agree with the measured critical batch size (≥ 128)" in below[1]
+
+
+def test_the_verdict_says_where_the_branches_measured_nothing() -> None:
+    points = [BranchPoint(640, {16: 0.5, 32: 0.51}, 16, 0.9),
+              BranchPoint(1280, {16: 0.3, 32: 0.3}, 32, 0.5),
+              BranchPoint(1920, {16: 0.2, 32: 0.2}, None, 0.2)]  # fmt: skip
+    lines = critical_verdict(_crit(branches=points), None, None)
+    assert lines[-1] == (
+        "along training (branched): 16 after 640 examples → 32 after 1,280 (rising); 1 of 3 "
+        "checkpoints not measurable (the loss moved less than 1% in the branch)"
+    )
+    none = critical_verdict(_crit(branches=points[2:]), None, None)
+    assert "not measurable at any of 1 checkpoints" in none[-1] and "--tolerance" in none[-1]
+    crit = _crit(branches=points)
+    assert CriticalBatch.from_dict(json.loads(json.dumps(crit.to_dict()))) == crit
+
+
+def test_the_plot_over_training_draws_checkpoints_that_measured_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bstune.analysis._critical_plots import write_critical_plots
+
+    unmeasured = BranchPoint(1280, {16: 0.5, 32: 0.5}, None, 0.5)
+    for points in ([BranchPoint(640, {16: 0.5}, 16, 0.9), unmeasured], [unmeasured]):
+        paths = write_critical_plots(_crit(branches=points), tmp_path / str(len(points)), 40.0)
+        names = sorted(p.name for p in paths)
+        assert names == ["critical_over_training.png", "critical_steps.png"]
+        assert all(p.stat().st_size > 0 for p in paths)
