@@ -94,9 +94,11 @@ def weight_decay_rule(name: str, seed: int, args: argparse.Namespace, tmp: str) 
     for rule in ("none", "timescale"):
         path, _ = WORKLOADS[name]
         wd = yaml.safe_load((REPO / path).read_text())["search_space"]["weight_decay"]
+        space: dict[str, Any] = {"optimizer": ["adamw"], "weight_decay": {**wd, "scaling": rule}}
+        if args.wd_lr_scaling:
+            space["lr"] = {"scaling": args.wd_lr_scaling}
         cfg = _config(name, seed, f"sqlite:///{tmp}/{name}-{seed}-wd-{rule}.db",
-                      search_space={"optimizer": ["adamw"],
-                                    "weight_decay": {**wd, "scaling": rule}})  # fmt: skip
+                      search_space=space)  # fmt: skip
         study = bstune.open_study(cfg, seed=seed)
         bstune.run_study(study, cfg, timeout=args.wd_seconds, figures="none")
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -115,6 +117,12 @@ def main() -> None:
     ap.add_argument("--branched", action="store_true")
     ap.add_argument("--wd-seconds", type=float, default=120.0,
                     help="wall clock of each weight-decay study (0: skip)")  # fmt: skip
+    ap.add_argument("--wd-lr-scaling", choices=("none", "sqrt", "linear", "adam_sde"),
+                    help="the rate rule of the weight-decay studies (default: the study "
+                         "file's); under 'linear' the timescale rule leaves the decay as "
+                         "sampled, and the two arms are one search")  # fmt: skip
+    ap.add_argument("--no-critical", action="store_true",
+                    help="only the weight-decay studies")  # fmt: skip
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(torch.get_num_threads())
@@ -122,47 +130,63 @@ def main() -> None:
           f"threads, torch {torch.__version__}; command: python bench/bench_critical_evidence.py "
           f"--workloads {args.workloads} --seeds {args.seeds} --trials {args.trials} "
           f"--budget-s {args.budget_s:g} --wd-seconds {args.wd_seconds:g}"
-          f"{' --branched' if args.branched else ''}\n")  # fmt: skip
+          f"{' --branched' if args.branched else ''}"
+          f"{f' --wd-lr-scaling {args.wd_lr_scaling}' if args.wd_lr_scaling else ''}"
+          f"{' --no-critical' if args.no_critical else ''}\n")  # fmt: skip
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.workloads.split(","):
         print(f"### {name}\n")
-        print("| seed | B_simple (noise scale) | goodput recommendation | critical, 20% rule | "
-              "critical, fit B_noise | B_simple / fit | along training (examples: critical) |")
-        print("|---:|---:|---:|---:|---:|---:|---|")
-        rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            for seed in seeds:
-                r = proxies_and_measurement(name, seed, args, tmp)
-                rows.append(r)
-                ratio = r["noise"] / r["fit"] if r["fit"] and math.isfinite(r["fit"]) else math.nan
-                rule = "-" if r["rule"] is None else f"{'≥ ' if r['bound'] else ''}{r['rule']:.0f}"
-                trend = ", ".join(f"{e:,}: {'not measurable' if c is None else c}"
-                                  for e, c in r["branches"]) or "-"  # fmt: skip
-                print(f"| {seed} | {r['noise']:.0f} | {r['recommended']} | {rule} | "
-                      f"{r['fit']:.0f} | {ratio:.2f} | {trend} |", flush=True)  # fmt: skip
-            within = [
-                0.5 <= r["noise"] / r["fit"] <= 2 for r in rows
-                if math.isfinite(r["noise"]) and r["fit"] and math.isfinite(r["fit"])
-            ]  # fmt: skip
-            rules = [r["rule"] for r in rows if r["rule"] is not None]
-            middle = statistics.median(rules) if rules else math.nan
-            print(f"\nmedian critical (rule) {middle:.0f}; "
-                  f"noise scale within 2× of the fit's B_noise in {sum(within)} of "
-                  f"{len(within)} seeds; study {statistics.median(r['study_s'] for r in rows):.0f}"
-                  f" s, critical {statistics.median(r['critical_s'] for r in rows):.0f} s a "
-                  f"seed\n")  # fmt: skip
+            if not args.no_critical:
+                _critical_rows(name, seeds, args, tmp)
             if args.wd_seconds > 0:
-                print("| seed | best accuracy, decay as sampled | with the timescale rule | "
-                      "complete / trials (as sampled, rule) |")
-                print("|---:|---:|---:|---|")
-                gains = []
-                for seed in seeds:
-                    w = weight_decay_rule(name, seed, args, tmp)
-                    (a, ca, na), (b, cb, nb) = w["none"], w["timescale"]
-                    gains.append(b - a)
-                    print(f"| {seed} | {a:.4f} | {b:.4f} | {ca}/{na}, {cb}/{nb} |", flush=True)
-                print("\nthe rule's gain in best accuracy at equal wall clock: "
-                      + ", ".join(f"{g:+.4f}" for g in gains) + "\n")  # fmt: skip
+                _weight_decay_rows(name, seeds, args, tmp)
+
+
+def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: str) -> None:
+    print("| seed | B_simple (noise scale) | goodput recommendation | critical, 20% rule | "
+          "critical, fit B_noise | B_simple / fit | along training (examples: critical) |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    rows = []
+    for seed in seeds:
+        r = proxies_and_measurement(name, seed, args, tmp)
+        rows.append(r)
+        ratio = r["noise"] / r["fit"] if r["fit"] and math.isfinite(r["fit"]) else math.nan
+        rule = "-" if r["rule"] is None else f"{'≥ ' if r['bound'] else ''}{r['rule']:.0f}"
+        trend = ", ".join(f"{e:,}: {'not measurable' if c is None else c}"
+                          for e, c in r["branches"]) or "-"  # fmt: skip
+        print(f"| {seed} | {r['noise']:.0f} | {r['recommended']} | {rule} | "
+              f"{r['fit']:.0f} | {ratio:.2f} | {trend} |", flush=True)  # fmt: skip
+    within = [
+        0.5 <= r["noise"] / r["fit"] <= 2 for r in rows
+        if math.isfinite(r["noise"]) and r["fit"] and math.isfinite(r["fit"])
+    ]  # fmt: skip
+    rules = [r["rule"] for r in rows if r["rule"] is not None]
+    middle = statistics.median(rules) if rules else math.nan
+    print(f"\nmedian critical (rule) {middle:.0f}; "
+          f"noise scale within 2× of the fit's B_noise in {sum(within)} of "
+          f"{len(within)} seeds; study {statistics.median(r['study_s'] for r in rows):.0f}"
+          f" s, critical {statistics.median(r['critical_s'] for r in rows):.0f} s a "
+          f"seed\n")  # fmt: skip
+
+
+def _weight_decay_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: str) -> None:
+    lr_rule = args.wd_lr_scaling or _config(name, 0, "sqlite://").search_space.lr.scaling
+    if lr_rule == "linear":
+        print("(the rate rule is linear: the timescale rule leaves the decay as sampled, so the "
+              "two arms below are one search and differ only by chance)\n")  # fmt: skip
+    print(f"The weight-decay rule, AdamW, the rate rule {lr_rule}:\n")
+    print("| seed | best accuracy, decay as sampled | with the timescale rule | "
+          "complete / trials (as sampled, rule) |")
+    print("|---:|---:|---:|---|")
+    gains = []
+    for seed in seeds:
+        w = weight_decay_rule(name, seed, args, tmp)
+        (a, ca, na), (b, cb, nb) = w["none"], w["timescale"]
+        gains.append(b - a)
+        print(f"| {seed} | {a:.4f} | {b:.4f} | {ca}/{na}, {cb}/{nb} |", flush=True)
+    print("\nthe rule's gain in best accuracy at equal wall clock: "
+          + ", ".join(f"{g:+.4f}" for g in gains) + "\n")  # fmt: skip
 
 
 if __name__ == "__main__":
