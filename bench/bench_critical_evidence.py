@@ -35,6 +35,7 @@ import torch
 import yaml
 
 import bstune
+from bstune.config._errors import ConfigError
 from bstune.config._loading import parse_study
 from bstune.tune._critical import measure_critical_batch
 
@@ -149,7 +150,11 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
     print("|---:|---:|---:|---:|---:|---:|---|")
     rows = []
     for seed in seeds:
-        r = proxies_and_measurement(name, seed, args, tmp)
+        try:
+            r = proxies_and_measurement(name, seed, args, tmp)
+        except ConfigError as e:  # e.g. a budget too small for three rungs: say so, go on
+            print(f"| {seed} | {e} | | | | | |", flush=True)
+            continue
         rows.append(r)
         ratio = r["noise"] / r["fit"] if r["fit"] and math.isfinite(r["fit"]) else math.nan
         rule = "-" if r["rule"] is None else f"{'≥ ' if r['bound'] else ''}{r['rule']:.0f}"
@@ -161,6 +166,8 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
         0.5 <= r["noise"] / r["fit"] <= 2 for r in rows
         if math.isfinite(r["noise"]) and r["fit"] and math.isfinite(r["fit"])
     ]  # fmt: skip
+    if not rows:
+        return
     rules = [r["rule"] for r in rows if r["rule"] is not None]
     middle = statistics.median(rules) if rules else math.nan
     print(f"\nmedian critical (rule) {middle:.0f}; "
