@@ -157,7 +157,9 @@ def test_a_competitor_starting_mid_run_is_seen_and_flagged(digits, load, two_cor
     known = {thread_key(sum(p.numel() for p in model.parameters()), 16, 2): 2}  # no calibration
     train(RunSpec(digits, MLP, Hyperparams(batch_size=64), epochs=1, device="cpu", threads=1))
     load(lambda t: 1.0 if t > 0.3 else 0.0)  # another process starts 0.3 s in (imports done)
-    spec = RunSpec(digits, MLP, Hyperparams(batch_size=16, lr=1e-2), epochs=30, device="cpu",
+    # long enough to outlast the competitor's start by many checks on a fast, quiet machine
+    # (30 epochs could end before the load was ever read again)
+    spec = RunSpec(digits, MLP, Hyperparams(batch_size=16, lr=1e-2), epochs=200, device="cpu",
                    threads="auto", thread_choices=known)  # fmt: skip
     r = train(spec)
     per_epoch = [e.threads for e in r.epochs]

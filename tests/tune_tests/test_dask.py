@@ -86,7 +86,10 @@ def test_eight_trials_on_two_dask_workers(scheduler, write_study) -> None:  # ty
 def test_a_worker_process_killed_mid_trial(scheduler, write_study) -> None:  # type: ignore[no-untyped-def]
     """The scheduler runs the lost task again on the other worker, which continues its share;
     the heartbeat fails the trial left RUNNING and queues it again; 8 trials complete."""
-    path, name = _study(write_study, epochs=40, heartbeat_interval=1, grace_period=2)
+    # trials of a few seconds each: the other worker's share must outlast the grace period, or
+    # the study is full before anything looks for the stale trial (a quiet machine trains 40
+    # epochs of digits in a fraction of a second)
+    path, name = _study(write_study, epochs=600, heartbeat_interval=1, grace_period=2)
     run = subprocess.Popen(bstune("optimize", path, "--storage", PG, "--dask", scheduler,
                                   "--n-jobs", "2", "--n-trials", "8", "--no-progress"),
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -119,7 +122,7 @@ def test_a_worker_process_killed_mid_trial(scheduler, write_study) -> None:  # t
 def test_ctrl_c_stops_the_cluster_s_trials_cleanly(scheduler, write_study) -> None:  # type: ignore[no-untyped-def]
     """SIGINT to `bstune optimize --dask`: each running trial ends FAIL, "interrupted by
     SIGINT", its parameters queued to run first when the study resumes; exit status 130."""
-    path, name = _study(write_study, epochs=400)
+    path, name = _study(write_study, epochs=100_000)  # interrupted long before it ends
     run = subprocess.Popen(bstune("optimize", path, "--storage", PG, "--dask", scheduler,
                                   "--n-jobs", "2", "--n-trials", "4", "--no-progress"),
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
