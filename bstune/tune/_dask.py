@@ -23,12 +23,14 @@ workers elsewhere could not share it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import optuna
@@ -191,19 +193,20 @@ def optimize_on_dask(
                     _task, cfg, url, study_name, share, slot, run, seed, resources=needs,
                     pure=False, key=f"bstune-worker-{slot}-{run}",
                 ))  # fmt: skip
-        try:
-            while not all(f.done() for f in futures):
-                _drain(sub, on_line, 0.5)
-        except KeyboardInterrupt:
-            on_line("bstune: stopping the Dask workers at their next epoch (Ctrl-C again "
-                    "leaves them)")  # fmt: skip
-            Event(f"bstune-stop-{run}", client=client).set()
-            deadline = time.monotonic() + 600
+        with _ctrl_c_raises():
             try:
-                while not all(f.done() for f in futures) and time.monotonic() < deadline:
+                while not all(f.done() for f in futures):
                     _drain(sub, on_line, 0.5)
             except KeyboardInterrupt:
-                pass
+                on_line("bstune: stopping the Dask workers at their next epoch (Ctrl-C again "
+                        "leaves them)")  # fmt: skip
+                Event(f"bstune-stop-{run}", client=client).set()
+                deadline = time.monotonic() + 600
+                try:
+                    while not all(f.done() for f in futures) and time.monotonic() < deadline:
+                        _drain(sub, on_line, 0.5)
+                except KeyboardInterrupt:
+                    pass
         _drain(sub, on_line, 0.2)
         results = []
         for f in futures:
@@ -215,6 +218,21 @@ def optimize_on_dask(
         return results
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt in the waiting client even where the process inherited
+    it ignored (a job started in the background of a script), as ``bstune optimize`` on one
+    machine does: the Dask workers would otherwise train on, unstoppable from here."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _drain(sub: Any, on_line: Callable[[str], None], wait_s: float) -> None:
