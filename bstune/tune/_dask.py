@@ -23,14 +23,12 @@ workers elsewhere could not share it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -40,6 +38,7 @@ from bstune.config._errors import ConfigError
 from bstune.config._objectives import ATTR
 from bstune.config._schema import StudyConfig
 from bstune.config._secrets import mask_url
+from bstune.tune._signals import sigint_raises
 from bstune.tune._workers import WORKER_ATTR
 
 __all__ = ["optimize_on_dask", "reach_scheduler", "refuse_local_storage"]
@@ -193,7 +192,7 @@ def optimize_on_dask(
                     _task, cfg, url, study_name, share, slot, run, seed, resources=needs,
                     pure=False, key=f"bstune-worker-{slot}-{run}",
                 ))  # fmt: skip
-        with _ctrl_c_raises():
+        with sigint_raises():  # as on one machine, even where SIGINT came in ignored
             try:
                 while not all(f.done() for f in futures):
                     _drain(sub, on_line, 0.5)
@@ -218,21 +217,6 @@ def optimize_on_dask(
         return results
     finally:
         client.close()
-
-
-@contextlib.contextmanager
-def _ctrl_c_raises() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt in the waiting client even where the process inherited
-    it ignored (a job started in the background of a script), as ``bstune optimize`` on one
-    machine does: the Dask workers would otherwise train on, unstoppable from here."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _drain(sub: Any, on_line: Callable[[str], None], wait_s: float) -> None:

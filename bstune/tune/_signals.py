@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bstune.tune._objective import Objective
 
-__all__ = ["Interrupted", "interruptible"]
+__all__ = ["Interrupted", "interruptible", "sigint_raises"]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -45,3 +45,19 @@ def interruptible(objective: Objective) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def sigint_raises() -> Iterator[None]:
+    """While active, SIGINT raises KeyboardInterrupt in the main thread even where the process
+    inherited it ignored (a job started in the background of a script) — as
+    :func:`interruptible` does for a study on this machine; for a client that only waits (the
+    Dask client: else its workers would train on, unstoppable from here)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
