@@ -35,6 +35,7 @@ import torch
 import yaml
 
 import bstune
+from bstune.analysis._critical import branch_critical
 from bstune.config._errors import ConfigError
 from bstune.config._loading import parse_study
 from bstune.tune._critical import measure_critical_batch
@@ -79,13 +80,15 @@ def proxies_and_measurement(name: str, seed: int, args: argparse.Namespace, tmp:
     study_s = time.perf_counter() - started
     noise = bstune.build_report(study).noise
     crit = measure_critical_batch(cfg, study=study, seeds=1, budget_s=args.budget_s,
-                                  branched=args.branched, lr_points=args.lr_points)  # fmt: skip
+                                  branched=args.branched, lr_points=args.lr_points,
+                                  tolerance=_tolerances(args)[0])  # fmt: skip
     return {
         "noise": noise.noise_scale if noise else math.nan,
         "recommended": noise.best_goodput if noise else None,
         "rule": crit.rule, "bound": crit.rule_bound,
         "fit": crit.fit.b_noise if crit.fit else math.nan,
         "branches": [(p.examples, p.critical) for p in crit.branches],
+        "branch_points": crit.branches,
         "study_s": study_s, "critical_s": crit.elapsed_s, "notes": crit.notes,
     }  # fmt: skip
 
@@ -116,6 +119,10 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=300.0, help="bstune critical's budget")
     ap.add_argument("--lr-points", type=int, default=4)
     ap.add_argument("--branched", action="store_true")
+    ap.add_argument("--tolerances", default="0.01",
+                    help="the branched measurement's relative loss tolerances: the table uses "
+                         "the first; a table per seed reads every checkpoint's branches at "
+                         "each (one run serves them all)")  # fmt: skip
     ap.add_argument("--wd-seconds", type=float, default=120.0,
                     help="wall clock of each weight-decay study (0: skip)")  # fmt: skip
     ap.add_argument("--wd-lr-scaling", choices=("none", "sqrt", "linear", "adam_sde"),
@@ -131,7 +138,7 @@ def main() -> None:
           f"threads, torch {torch.__version__}; command: python bench/bench_critical_evidence.py "
           f"--workloads {args.workloads} --seeds {args.seeds} --trials {args.trials} "
           f"--budget-s {args.budget_s:g} --wd-seconds {args.wd_seconds:g}"
-          f"{' --branched' if args.branched else ''}"
+          f"{f' --branched --tolerances {args.tolerances}' if args.branched else ''}"
           f"{f' --wd-lr-scaling {args.wd_lr_scaling}' if args.wd_lr_scaling else ''}"
           f"{' --no-critical' if args.no_critical else ''}\n")  # fmt: skip
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -155,7 +162,7 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
         except ConfigError as e:  # e.g. a budget too small for three rungs: say so, go on
             print(f"| {seed} | {e} | | | | | |", flush=True)
             continue
-        rows.append(r)
+        rows.append({**r, "seed": seed})
         ratio = r["noise"] / r["fit"] if r["fit"] and math.isfinite(r["fit"]) else math.nan
         rule = "-" if r["rule"] is None else f"{'≥ ' if r['bound'] else ''}{r['rule']:.0f}"
         trend = ", ".join(f"{e:,}: {'not measurable' if c is None else c}"
@@ -168,6 +175,11 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
     ]  # fmt: skip
     if not rows:
         return
+    for r in rows:
+        for note in r["notes"]:
+            print(f"- seed {r['seed']}: {note}")
+    if any(r["branch_points"] for r in rows):
+        _branch_tables(rows, _tolerances(args))
     rules = [r["rule"] for r in rows if r["rule"] is not None]
     middle = statistics.median(rules) if rules else math.nan
     print(f"\nmedian critical (rule) {middle:.0f}; "
@@ -175,6 +187,31 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
           f"{len(within)} seeds; study {statistics.median(r['study_s'] for r in rows):.0f}"
           f" s, critical {statistics.median(r['critical_s'] for r in rows):.0f} s a "
           f"seed\n")  # fmt: skip
+
+
+def _tolerances(args: argparse.Namespace) -> list[float]:
+    return [float(t) for t in args.tolerances.split(",")]
+
+
+def _branch_tables(rows: list[dict], tolerances: list[float]) -> None:  # type: ignore[type-arg]
+    """Each checkpoint's branch losses, and the critical batch size they give at each
+    tolerance (``branch_critical``, as ``bstune critical --tolerance`` would)."""
+    head = " | ".join(f"critical at {100 * t:g}%" for t in tolerances)
+    for r in rows:
+        points = r["branch_points"]
+        sizes = sorted({b for p in points for b in p.losses})
+        print(f"\nseed {r['seed']}, branches (validation loss after equal examples):\n")
+        print("| examples | loss at the checkpoint | " + " | ".join(f"B={b}" for b in sizes)
+              + f" | {head} |")  # fmt: skip
+        print("|---:|---:|" + "---:|" * (len(sizes) + len(tolerances)))
+        for p in points:
+            start = "-" if p.start_loss is None else f"{p.start_loss:.4f}"
+            crit = [branch_critical(p.losses, t, p.start_loss) for t in tolerances]
+            print(f"| {p.examples:,} | {start} | "
+                  + " | ".join(f"{p.losses[b]:.4f}" if b in p.losses else "-" for b in sizes)
+                  + " | " + " | ".join("not measurable" if c is None else str(c) for c in crit)
+                  + " |")  # fmt: skip
+    print()
 
 
 def _weight_decay_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: str) -> None:
