@@ -14,7 +14,10 @@ steps S(B) this module computes, torch-free:
   scale B_simple estimates.
 * Along training (Merrill et al. 2025, branched training): from checkpoints of one run, each
   batch size continues for the same number of examples; the critical batch size there is the
-  largest whose loss is within a tolerance of the smallest batch size's.
+  largest whose loss is within a tolerance of the lowest loss any branch reached (Merrill et
+  al. compare with the original run's batch size, the smallest; here each rung runs at its own
+  tuned rate, and a small batch at a constant rate can end above larger ones — its noise floor —
+  so the best branch is the reference).
 
 Intervals are the range over seeds (each seed's ladder gives an estimate of its own).
 :func:`critical_verdict` sets the measurement beside the noise-scale estimate and the goodput
@@ -77,11 +80,10 @@ class StepsFit:
 class BranchPoint:
     """Branches from one checkpoint of the reference run: the examples trained before it, the
     loss each batch size reached after the same further examples, and the critical batch size
-    there (the largest within the tolerance of the smallest batch size's loss) — ``None`` where
-    the branches could not tell the batch sizes apart: the smallest batch size's branch lowered
-    the validation loss from ``start_loss`` (the checkpoint's) by less than the tolerance, so
-    every branch is within it and "the largest within tolerance" would only be the ladder's
-    top."""
+    there (the largest within the tolerance of the best branch's loss) — ``None`` where the
+    branches could not tell the batch sizes apart: no branch lowered the validation loss from
+    ``start_loss`` (the checkpoint's) by more than the tolerance, so every branch is within it
+    and "the largest within tolerance" would only be the ladder's top."""
 
     examples: int
     losses: dict[int, float]
@@ -298,32 +300,31 @@ def summarize(
 def branch_critical(
     losses: Mapping[int, float], tolerance: float, start_loss: float | None = None
 ) -> int | None:
-    """The largest batch size whose loss is within ``tolerance`` (relative) of the smallest
-    batch size's, every smaller one within it too (Merrill et al.'s branched measurement).
-    ``None`` when the smallest batch size's branch did not lower the loss from ``start_loss``
-    (the checkpoint's, where known) by more than ``tolerance``: with the loss at its floor every
-    branch lands within the tolerance and the comparison measures nothing.
+    """The largest batch size whose loss is within ``tolerance`` (relative) of the lowest loss
+    any branch reached (the branched measurement: where a larger batch starts to suffer at
+    equal examples). A rung above a worse one still counts — a rung's loss reflects its rate as
+    much as its batch size. ``None`` when no branch lowered the loss from ``start_loss`` (the
+    checkpoint's, where known) by more than ``tolerance`` — with the loss at its floor every
+    branch lands within the tolerance and the comparison measures nothing — or when every
+    branch diverged.
 
     >>> branch_critical({16: 1.00, 32: 1.005, 64: 1.02, 128: 1.2}, 0.01)
     32
-    >>> branch_critical({16: 1.00, 32: 1.005, 64: 1.02, 128: 1.2}, 0.01, start_loss=1.3)
-    32
+    >>> branch_critical({16: 1.03, 32: 1.00, 64: 1.12, 128: 1.009}, 0.01, start_loss=1.3)
+    128
     >>> branch_critical({16: 0.100, 32: 0.100, 64: 0.1005}, 0.01, start_loss=0.1007) is None
     True
     """
-    sizes = sorted(losses)
-    ref = losses[sizes[0]]
-    moved = start_loss is None or not math.isfinite(start_loss) or (
-        math.isfinite(ref) and ref < start_loss * (1 - tolerance)
-    )  # the smallest batch size's branch lowered the loss (or where it started is unknown)
+    finite = {b: v for b, v in losses.items() if math.isfinite(v)}
+    if not finite:
+        return None
+    best = min(finite.values())
+    moved = start_loss is None or not math.isfinite(start_loss) or best < start_loss * (
+        1 - tolerance
+    )  # some branch lowered the loss (or where they started is unknown)
     if not moved:
         return None
-    best = sizes[0]
-    for b in sizes[1:]:
-        if not (math.isfinite(losses[b]) and losses[b] <= ref * (1 + tolerance)):
-            break
-        best = b
-    return best
+    return max(b for b, v in finite.items() if v <= best * (1 + tolerance))
 
 
 def critical_verdict(
@@ -356,7 +357,7 @@ def critical_verdict(
     flat = len(crit.branches) - len(measured_points)
     flat_note = (
         f"; {flat} of {len(crit.branches)} checkpoints not measurable (the loss moved less than "
-        f"{crit.branch_tolerance:.0%} in the branch)" if flat else ""
+        f"{crit.branch_tolerance:.0%} in any branch)" if flat else ""
     )  # fmt: skip
     if len(measured_points) >= 2:
         first, last = measured_points[0], measured_points[-1]
@@ -377,7 +378,7 @@ def critical_verdict(
     elif crit.branches:
         lines.append(
             f"along training (branched): not measurable at any of {len(crit.branches)} "
-            f"checkpoints — the loss moved less than {crit.branch_tolerance:.0%} in the branch "
+            f"checkpoints — the loss moved less than {crit.branch_tolerance:.0%} in every branch "
             "(at its floor); a smaller --tolerance, or more --branch-points (the first one "
             "earlier), would measure it"
         )

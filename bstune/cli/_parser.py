@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch-points", type=_positive_int, default=4, help="checkpoints (4)")
     p.add_argument(
         "--tolerance", type=_open_fraction, default=0.01,
-        help="a branch is as good as the smallest batch size's within this relative loss (0.01)",
+        help="a branch is as good as the best branch within this relative loss (0.01)",
     )  # fmt: skip
     p.add_argument("--device", help="override training.device")
     p.add_argument("--format", choices=("table", "json"), default="table")

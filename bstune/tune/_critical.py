@@ -439,7 +439,7 @@ def _branches(
         point = BranchPoint(trunk.examples, losses, critical, start_loss)
         found = (
             f"critical batch size {point.critical}" if point.critical is not None
-            else f"not measurable (the loss moved less than {tolerance:.0%} in the branch)"
+            else f"not measurable (the loss moved less than {tolerance:.0%} in any branch)"
         )  # fmt: skip
         say(f"branched at {trunk.examples:,} examples: {found} "
             f"({max(0.0, budget.left()):.0f} s left)")  # fmt: skip
