@@ -132,6 +132,12 @@ def main() -> None:
     ap.add_argument("--no-critical", action="store_true",
                     help="only the weight-decay studies")  # fmt: skip
     args = ap.parse_args()
+    try:
+        bad = [t for t in _tolerances(args) if not 0 < t < 1]
+    except ValueError:
+        bad = [args.tolerances]
+    if bad:
+        ap.error(f"--tolerances: expected fractions between 0 and 1, comma-separated; got {bad}")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(torch.get_num_threads())
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
