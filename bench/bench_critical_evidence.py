@@ -81,14 +81,13 @@ def proxies_and_measurement(name: str, seed: int, args: argparse.Namespace, tmp:
     noise = bstune.build_report(study).noise
     crit = measure_critical_batch(cfg, study=study, seeds=1, budget_s=args.budget_s,
                                   branched=args.branched, lr_points=args.lr_points,
-                                  tolerance=_tolerances(args)[0])  # fmt: skip
+                                  tolerance=args.tolerances[0])  # fmt: skip
     return {
         "noise": noise.noise_scale if noise else math.nan,
         "recommended": noise.best_goodput if noise else None,
         "rule": crit.rule, "bound": crit.rule_bound,
         "fit": crit.fit.b_noise if crit.fit else math.nan,
-        "branches": [(p.examples, p.critical) for p in crit.branches],
-        "branch_points": crit.branches,
+        "branches": crit.branches,
         "study_s": study_s, "critical_s": crit.elapsed_s, "notes": crit.notes,
     }  # fmt: skip
 
@@ -119,7 +118,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=300.0, help="bstune critical's budget")
     ap.add_argument("--lr-points", type=int, default=4)
     ap.add_argument("--branched", action="store_true")
-    ap.add_argument("--tolerances", default="0.01",
+    ap.add_argument("--tolerances", type=_fractions, default=[0.01],
                     help="the branched measurement's relative loss tolerances: the table uses "
                          "the first; a table per seed reads every checkpoint's branches at "
                          "each (one run serves them all)")  # fmt: skip
@@ -132,19 +131,14 @@ def main() -> None:
     ap.add_argument("--no-critical", action="store_true",
                     help="only the weight-decay studies")  # fmt: skip
     args = ap.parse_args()
-    try:
-        bad = [t for t in _tolerances(args) if not 0 < t < 1]
-    except ValueError:
-        bad = [args.tolerances]
-    if bad:
-        ap.error(f"--tolerances: expected fractions between 0 and 1, comma-separated; got {bad}")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    tolerances = ",".join(f"{t:g}" for t in args.tolerances)
     torch.set_num_threads(torch.get_num_threads())
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
           f"threads, torch {torch.__version__}; command: python bench/bench_critical_evidence.py "
           f"--workloads {args.workloads} --seeds {args.seeds} --trials {args.trials} "
           f"--budget-s {args.budget_s:g} --wd-seconds {args.wd_seconds:g}"
-          f"{f' --branched --tolerances {args.tolerances}' if args.branched else ''}"
+          f"{' --branched --tolerances ' + tolerances if args.branched else ''}"
           f"{f' --wd-lr-scaling {args.wd_lr_scaling}' if args.wd_lr_scaling else ''}"
           f"{' --no-critical' if args.no_critical else ''}\n")  # fmt: skip
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -171,8 +165,10 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
         rows.append({**r, "seed": seed})
         ratio = r["noise"] / r["fit"] if r["fit"] and math.isfinite(r["fit"]) else math.nan
         rule = "-" if r["rule"] is None else f"{'≥ ' if r['bound'] else ''}{r['rule']:.0f}"
-        trend = ", ".join(f"{e:,}: {'not measurable' if c is None else c}"
-                          for e, c in r["branches"]) or "-"  # fmt: skip
+        trend = ", ".join(
+            f"{p.examples:,}: {'not measurable' if p.critical is None else p.critical}"
+            for p in r["branches"]
+        ) or "-"
         print(f"| {seed} | {r['noise']:.0f} | {r['recommended']} | {rule} | "
               f"{r['fit']:.0f} | {ratio:.2f} | {trend} |", flush=True)  # fmt: skip
     within = [
@@ -184,8 +180,8 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
     for r in rows:
         for note in r["notes"]:
             print(f"- seed {r['seed']}: {note}")
-    if any(r["branch_points"] for r in rows):
-        _branch_tables(rows, _tolerances(args))
+    if any(r["branches"] for r in rows):
+        _branch_tables(rows, args.tolerances)
     rules = [r["rule"] for r in rows if r["rule"] is not None]
     middle = statistics.median(rules) if rules else math.nan
     print(f"\nmedian critical (rule) {middle:.0f}; "
@@ -195,8 +191,17 @@ def _critical_rows(name: str, seeds: list[int], args: argparse.Namespace, tmp: s
           f"seed\n")  # fmt: skip
 
 
-def _tolerances(args: argparse.Namespace) -> list[float]:
-    return [float(t) for t in args.tolerances.split(",")]
+def _fractions(text: str) -> list[float]:
+    """``--tolerances``: comma-separated fractions in (0, 1)."""
+    try:
+        values = [float(t) for t in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected fractions between 0 and 1, comma-separated (0.01,0.05); got {text!r}"
+        )
+    return values
 
 
 def _branch_tables(rows: list[dict], tolerances: list[float]) -> None:  # type: ignore[type-arg]
@@ -204,7 +209,7 @@ def _branch_tables(rows: list[dict], tolerances: list[float]) -> None:  # type: 
     tolerance (``branch_critical``, as ``bstune critical --tolerance`` would)."""
     head = " | ".join(f"critical at {100 * t:g}%" for t in tolerances)
     for r in rows:
-        points = r["branch_points"]
+        points = r["branches"]
         sizes = sorted({b for p in points for b in p.losses})
         print(f"\nseed {r['seed']}, branches (validation loss after equal examples):\n")
         print("| examples | loss at the checkpoint | " + " | ".join(f"B={b}" for b in sizes)
