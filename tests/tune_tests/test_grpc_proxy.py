@@ -89,7 +89,10 @@ def test_a_killed_worker_s_trial_is_failed_and_retried(proxy, write_study, tmp_p
                                      "--no-progress"), stderr=subprocess.PIPE)  # fmt: skip
     database = tmp_path / "proxied.db"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # until its trial is running and has beaten once
+    # until its trial has beaten once and holds its parameters: the heartbeat starts with the
+    # trial, before sampling, and on a busy machine a kill between the two leaves a trial with
+    # nothing to run again
+    while time.monotonic() < deadline:
         time.sleep(0.5)
         if not database.exists():
             continue
@@ -97,7 +100,8 @@ def test_a_killed_worker_s_trial_is_failed_and_retried(proxy, write_study, tmp_p
             beats = conn.execute(
                 "SELECT count(*) FROM trial_user_attributes WHERE key = 'bstune:alive'"
             ).fetchone()[0]
-        if beats:
+            params = conn.execute("SELECT count(*) FROM trial_params").fetchone()[0]
+        if beats and params:
             break
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)
