@@ -121,6 +121,43 @@ def test_same_decisions_through_sqlite(tmp_path) -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["successive_halving", "hyperband"])
+def test_rung_pruners_decide_as_optuna_through_sqlite(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Successive halving's rungs, kept per running trial between decisions, are the ones
+    Optuna reads back from the database at every decision."""
+    curves = recorded_curves(n=30)
+    expected = optuna_single_objective(PRUNERS[name](), curves)
+    got = bstune_multi_objective(PRUNERS[name](), curves, f"sqlite:///{tmp_path}/p.db")
+    assert got == expected
+    assert any(d is not None for d in expected)
+
+
+def test_a_running_trial_s_rungs_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The running trial's system attributes are read at its first decision only; the rungs
+    written since are the ones the pruner wrote."""
+    from optuna.storages import InMemoryStorage
+
+    storage = InMemoryStorage()
+    study = _finished(optuna.create_study(directions=["minimize", "minimize"], storage=storage), 9)
+    study.pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    reads: list[int] = []
+    real = InMemoryStorage.get_trial_system_attrs
+
+    def counting(self, trial_id):  # type: ignore[no-untyped-def]
+        reads.append(trial_id)
+        return real(self, trial_id)
+
+    monkeypatch.setattr(InMemoryStorage, "get_trial_system_attrs", counting)
+    trial = study.ask()
+    for step in (1, 2, 3, 4):
+        report_val_loss(trial, step, 0.0)  # the lowest loss: promoted at every rung
+    assert reads.count(trial._trial_id) == 1  # Optuna's way: one read per decision, 4
+    rungs = storage.get_trial_system_attrs(trial._trial_id)
+    assert {k for k in rungs if k.startswith("completed_rung_")} == {
+        "completed_rung_0", "completed_rung_1", "completed_rung_2"
+    }  # fmt: skip
+
+
 def test_pruned_trials_keep_their_curve_and_stay_off_the_front() -> None:
     curves = recorded_curves(n=20)
     study = optuna.create_study(directions=["minimize", "maximize"], pruner=PRUNERS["median"]())
