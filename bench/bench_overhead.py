@@ -8,19 +8,26 @@ pruning decisions, the dashboard's learning-curve figure.
 
     python bench/bench_overhead.py [--n-trials 40] [--epochs 5]
         [--storage sqlite|journal|postgresql] [--no-pruning | --pruner YAML] [--no-heartbeat]
+        [--optuna-floor]
 
-``postgresql`` uses ``$BSTUNE_BENCH_PG`` (default the local server's ``test`` database) and a
-fresh study name. Database storages carry bstune's default heartbeat (every 60 s, and a check
-for dead workers' trials as each trial starts).
+``--optuna-floor`` runs the same study (its sampler, storage and search space) with an objective
+that trains nothing: it samples the trial's parameters and returns seeded random values. Its
+wall time per trial is what Optuna itself costs per trial here (ask, sampling, the parameters'
+writes, tell) — a floor under any plugin's overhead that bstune cannot cut.
+
+``postgresql`` uses ``$BSTUNE_BENCH_PG`` (default the local server's ``test`` database); the
+study of an earlier run there is deleted first. Database storages carry bstune's default
+heartbeat (every 60 s, and a check for dead workers' trials as each trial starts).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import random
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -29,6 +36,7 @@ import yaml
 from bstune.config._loading import parse_study
 from bstune.training._threads import choosing_seconds
 from bstune.tune._objective import Objective
+from bstune.tune._space import suggest
 from bstune.tune._study import open_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +51,8 @@ def main() -> None:
     ap.add_argument("--no-pruning", action="store_true", help="pruner: none")
     ap.add_argument("--pruner", help="a pruner section in YAML, e.g. '{name: median}'")
     ap.add_argument("--no-heartbeat", action="store_true", help="study.heartbeat_interval: null")
+    ap.add_argument("--optuna-floor", action="store_true",
+                    help="train nothing: time Optuna's own work per trial")  # fmt: skip
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = yaml.safe_load(Path(args.study).read_text())
@@ -63,9 +73,17 @@ def main() -> None:
                 "BSTUNE_BENCH_PG", "postgresql://postgres@127.0.0.1/test"
             ),
         }[args.storage]
-        name = f"bench-overhead-{uuid.uuid4().hex[:8]}"
+        # One name every run: Hyperband assigns a trial's bracket from a hash of the study's
+        # name and the trial's number, so a fresh name per run would prune other trials.
+        name = "bench-overhead"
+        if args.storage == "postgresql":  # not a fresh file: the last run's study goes first
+            with contextlib.suppress(KeyError):
+                optuna.delete_study(study_name=name, storage=url)
         study = open_study(cfg, storage=url, study_name=name)
         objective = Objective(cfg)
+        if args.optuna_floor:
+            _floor(study, objective, args.n_trials)
+            return
         _ = objective.dataset  # loaded once per process, before the clock starts
         chosen_before = choosing_seconds()
         start = time.perf_counter()
@@ -90,6 +108,22 @@ def main() -> None:
         f"pruning decisions: {1000 * objective.report_seconds / n:.1f} ms per trial; choosing "
         f"threads: {1000 * calibration_s / n:.1f} ms per trial)"
     )
+
+
+def _floor(study: optuna.Study, objective: Objective, n_trials: int) -> None:
+    """Optuna's own cost per trial: the study's sampler and storage, nothing trained."""
+    rng = random.Random(0)
+    senses = [d == optuna.study.StudyDirection.MINIMIZE for d in study.directions]
+
+    def sample_only(trial: optuna.Trial) -> list[float]:
+        suggest(trial, objective.space, objective.prefix)
+        return [rng.random() for _ in senses]
+
+    start = time.perf_counter()
+    study.optimize(sample_only, n_trials=n_trials, gc_after_trial=False)
+    wall = time.perf_counter() - start
+    print(f"Optuna alone ({study.sampler.__class__.__name__}, {len(senses)} objectives, "
+          f"{n_trials} trials): {1000 * wall / n_trials:.1f} ms per trial")  # fmt: skip
 
 
 if __name__ == "__main__":
