@@ -16,7 +16,9 @@ baseline, of one epoch per round after a short warm-up.
 The floor: the FLOPs a training step must do — forward, weight gradients, and input gradients
 only where a layer's input needs them (the first layer's does not) — over the GEMM rate measured
 here on a large square matrix multiply (the machine's best case, so the floor is strict), in
-each round next to the training it is compared with.
+each round next to the training it is compared with. Beside it, the step's GEMMs alone (the
+same shapes, nothing else): the most an eager step can reach on this machine, and so the most
+any speed-up over the example can be.
 
     python bench/bench_engine.py                       # CPU, fp32
     python bench/bench_engine.py --device cuda --precision bf16
@@ -101,15 +103,50 @@ def example_epoch(ds: TorchDataset, batch: int, device: torch.device, warmup: in
 
 def bstune_epochs(
     data: bstune.Dataset, batch: int, device: str, precision: str, epochs: int
-) -> float:
-    """Samples/s of bstune's engine: median over epochs 2..N of one run."""
+) -> tuple[list[float], int]:
+    """Samples/s of bstune's engine over epochs 2..N of one run, and the threads it chose."""
     spec = bstune.RunSpec(
         data, ModelConfig(name="mlp", hidden=[HIDDEN], dropout=0.2),
         bstune.Hyperparams(batch_size=batch, lr=1e-3, optimizer="adam"),
         epochs=epochs, device=device, precision=precision, evaluate_test=False,
     )  # fmt: skip
     result = bstune.train(spec)
-    return [e.samples_per_s for e in result.epochs[1:]]
+    return [e.samples_per_s for e in result.epochs[1:]], result.epochs[-1].threads
+
+
+def plain_epoch(data: bstune.Dataset, batch: int, device: torch.device, threads: int) -> float:
+    """Samples/s of one epoch of the shortest eager PyTorch loop for the same MLP (fp32): the
+    split held as tensors, a shuffled ``index_select`` per batch, cross-entropy, fused Adam —
+    what bstune's engine does, without anything else it does (warm-up and schedule, loss
+    bookkeeping, the thread policy's checks), at the thread count bstune chose. After one
+    warm-up epoch."""
+    torch.manual_seed(0)
+    model = optuna_example_model()[:-1].to(device)  # logits: cross-entropy, as bstune
+    opt = torch.optim.Adam(
+        model.parameters(), lr=1e-3, fused=True if device.type in ("cpu", "cuda") else None
+    )
+    x, y = data.train.x.to(device).flatten(1), data.train.y.to(device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+
+        def epoch() -> None:
+            perm = torch.randperm(len(y), device=device)
+            for i in range(0, len(y), batch):
+                idx = perm[i : i + batch]
+                loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        epoch()
+        _sync(device)
+        start = time.perf_counter()
+        epoch()
+        _sync(device)
+        return len(y) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
 
 
 def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -124,6 +161,47 @@ def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int
         _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def gemms_alone(batch: int, device: torch.device, dtype: torch.dtype, reps: int = 20) -> float:
+    """Samples/s of a step that did nothing but its GEMMs — the MLP's two forward GEMMs (with
+    their bias), both weight gradients and the second layer's input gradient, each as autograd
+    computes it for ``nn.Linear`` — at this batch size, on the CPU at the better of one thread
+    and all of them (median of ``reps`` after warm-up). No eager step can beat it: the batch
+    gather, the activation and dropout, the loss and the optimizer all come on top."""
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    x, w1, b1 = rand(batch, PIXELS), rand(HIDDEN, PIXELS), rand(HIDDEN)
+    h, w2, b2 = rand(batch, HIDDEN), rand(CLASSES, HIDDEN), rand(CLASSES)
+    g1, g2 = rand(batch, HIDDEN), rand(batch, CLASSES)
+
+    def step() -> None:
+        torch.addmm(b1, x, w1.t())  # forward
+        torch.addmm(b2, h, w2.t())
+        torch.mm(g2.t(), h)  # the second layer's weight gradient
+        torch.mm(g2, w2)  # its input gradient
+        torch.mm(g1.t(), x)  # the first layer's weight gradient
+
+    before = torch.get_num_threads()
+    counts = sorted({1, before}) if device.type == "cpu" else [before]
+    best = float("inf")
+    try:
+        for n in counts:
+            torch.set_num_threads(n)
+            times = []
+            for i in range(reps + 3):
+                _sync(device)
+                start = time.perf_counter()
+                step()
+                _sync(device)
+                if i >= 3:
+                    times.append(time.perf_counter() - start)
+            best = min(best, statistics.median(times))
+    finally:
+        torch.set_num_threads(before)
+    return batch / best
 
 
 def step_flops_per_sample() -> int:
@@ -167,16 +245,25 @@ def main() -> None:
           f"device {device}; precision {args.precision}")  # fmt: skip
     print(f"{flops:,} FLOPs per sample per step; floor = GEMM rate (2048^3, {args.precision}, "
           f"measured in each round) / FLOPs\n")  # fmt: skip
+    print("plain PyTorch: the shortest eager loop for the same MLP (see plain_epoch), fp32; GEMMs "
+          "alone: a step that did only its GEMMs (see gemms_alone)\n")  # fmt: skip
     print("| batch | Optuna example (samples/s) | bstune (samples/s) | speed-up "
-          "| GEMM GFLOP/s | floor (samples/s) | % of floor |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "| GEMM GFLOP/s | floor (samples/s) | % of floor | plain PyTorch (samples/s) "
+          "| bstune / plain | GEMMs alone, % of floor |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for b in sizes:
         ours: list[float] = []
         theirs: list[float] = []
         rates: list[float] = []
+        alone: list[float] = []
+        plain: list[float] = []
         for _ in range(args.rounds):
             rates.append(gemm_rate(device, dtype))
-            ours += bstune_epochs(data, b, str(device), args.precision, args.epochs)
+            alone.append(gemms_alone(b, device, dtype))
+            epochs, threads = bstune_epochs(data, b, str(device), args.precision, args.epochs)
+            ours += epochs
+            if args.precision == "fp32":
+                plain.append(plain_epoch(data, b, device, threads))
             if not args.skip_example:
                 theirs.append(example_epoch(example_ds, b, device))
         mine, rate = statistics.median(ours), statistics.median(rates)
@@ -186,9 +273,16 @@ def main() -> None:
             theirs_s, ratio = f"{base:,.0f}", f"{mine / base:.1f}×"
         else:
             theirs_s, ratio = "-", "-"
+        plain_s, vs_plain = "-", "-"
+        if plain:
+            plain_s, vs_plain = (
+                f"{statistics.median(plain):,.0f}",
+                f"{mine / statistics.median(plain):.2f}",
+            )
         print(
             f"| {b} | {theirs_s} | {mine:,.0f} | {ratio} | {rate / 1e9:.0f} | {floor:,.0f} "
-            f"| {100 * mine / floor:.0f}% |",
+            f"| {100 * mine / floor:.0f}% | {plain_s} | {vs_plain} "
+            f"| {100 * statistics.median(alone) / floor:.0f}% |",
             flush=True,
         )
 
