@@ -149,8 +149,11 @@ def test_a_running_trial_s_rungs_are_read_once(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(InMemoryStorage, "get_trial_system_attrs", counting)
     trial = study.ask()
-    for step in (1, 2, 3, 4):
+    for step in (1, 2):
         report_val_loss(trial, step, 0.0)  # the lowest loss: promoted at every rung
+    again = optuna.Trial(study, trial._trial_id)  # a second handle on the same trial
+    for step in (3, 4):
+        report_val_loss(again, step, 0.0)
     assert reads.count(trial._trial_id) == 1  # Optuna's way: one read per decision, 4
     rungs = storage.get_trial_system_attrs(trial._trial_id)
     assert {k for k in rungs if k.startswith("completed_rung_")} == {
