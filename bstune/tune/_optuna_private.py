@@ -186,13 +186,13 @@ def forget_artifact(
     ``trial`` — finished: Optuna refuses any change to it — or from ``study``, so that Optuna's
     ``get_all_artifact_meta`` and optuna-dashboard list it no more. Database storages only;
     returns whether a record was deleted."""
-    import sqlalchemy
-    from optuna.storages._rdb import models
-
-    key = f"artifacts:{artifact_id}"
     backend = backend_of(storage_of(study))
     if not isinstance(backend, optuna.storages.RDBStorage):
         return False
+    import sqlalchemy  # here: SQLAlchemy's ORM models are a ~0.1 s import other storages skip
+    from optuna.storages._rdb import models
+
+    key = f"artifacts:{artifact_id}"
     session = backend.scoped_session()
     try:
         if trial is not None:
