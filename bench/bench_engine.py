@@ -275,10 +275,8 @@ def main() -> None:
             theirs_s, ratio = "-", "-"
         plain_s, vs_plain = "-", "-"
         if plain:
-            plain_s, vs_plain = (
-                f"{statistics.median(plain):,.0f}",
-                f"{mine / statistics.median(plain):.2f}",
-            )
+            base_plain = statistics.median(plain)
+            plain_s, vs_plain = f"{base_plain:,.0f}", f"{mine / base_plain:.2f}"
         print(
             f"| {b} | {theirs_s} | {mine:,.0f} | {ratio} | {rate / 1e9:.0f} | {floor:,.0f} "
             f"| {100 * mine / floor:.0f}% | {plain_s} | {vs_plain} "

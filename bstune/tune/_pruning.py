@@ -159,8 +159,8 @@ def report_val_loss(
         index.refresh()
         prune = index.percentile_prune(settings, curve)
     else:
-        # The trial as Optuna's should_prune sees it: its cached record, system attributes
-        # read lazily (successive halving keeps its rungs there).
+        # The trial as Optuna's should_prune sees it: its cached record, and its system
+        # attributes (successive halving keeps its rungs there) as the view keeps them.
         view = _view(study, pruner)
         current = latest_trial(trial)
         current.intermediate_values = dict(curve)
@@ -370,9 +370,6 @@ class _ValLossStorage(BaseStorage):
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._storage.set_trial_user_attr(trial_id, key, value)
-
-    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
-        return self._storage.get_trial_system_attrs(trial_id)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._storage.set_trial_system_attr(trial_id, key, value)
